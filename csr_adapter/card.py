@@ -1,0 +1,60 @@
+"""Model card (README.md) written next to a saved model."""
+
+from __future__ import annotations
+
+import json
+
+from .config import CSRConfig
+
+
+def _scores_table(scores: dict) -> str:
+    if not scores:
+        return "No scores recorded for this model yet.\n"
+    lines = []
+    for dataset, result in scores.items():
+        lines.append(f"**{dataset}**\n")
+        rows = result.get("rows", []) if isinstance(result, dict) else []
+        if rows:
+            keys = list(rows[0].keys())
+            lines.append("| " + " | ".join(keys) + " |")
+            lines.append("|" + "---|" * len(keys))
+            for row in rows:
+                cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()]
+                lines.append("| " + " | ".join(cells) + " |")
+        if isinstance(result, dict) and result.get("command"):
+            lines.append(f"\nReproduce: `{result['command']}`")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def render_card(config: CSRConfig, model_id: str) -> str:
+    """Markdown model card: backbone, shapes, default k, training data and measured scores."""
+    training = config.training or {}
+    data = training.get("data", "not recorded")
+    return f"""---
+library_name: csr-adapter
+tags: [sparse-embeddings, csr, csrv2, retrieval]
+---
+# CSR sparse embedding model `{model_id}`
+
+A k-sparse CSR head (sparse autoencoder, TopK then ReLU, tied decoder) over a dense text backbone.
+Load it with `CSREncoder.from_pretrained("<this directory>")`; any k from 1 to h works at inference.
+
+| field | value |
+|---|---|
+| backbone | `{config.backbone}` |
+| backbone dim d | {config.d} |
+| latents h | {config.h} |
+| default k | {config.k} |
+| max sequence length | {config.max_seq_length} |
+| codes | L2-normalised, compare by dot product |
+
+## Training
+Data: {data if isinstance(data, str) else json.dumps(data)}
+
+```json
+{json.dumps(training, indent=2)}
+```
+
+## Measured scores
+{_scores_table(config.scores)}"""

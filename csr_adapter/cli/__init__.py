@@ -1,0 +1,63 @@
+"""csr-adapter command line (click). Each subcommand lives in its own module, imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from .. import __version__
+
+# command name -> "module:attribute" (modules under csr_adapter.cli)
+COMMANDS = {
+    "info": "core:info",
+    "encode": "core:encode",
+    "ingest": "ingest:ingest",
+    "search": "ingest:search",
+    "train": "train:train",
+    "eval": "train:eval_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when that subcommand runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(super().list_commands(ctx)))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            module, attr = COMMANDS[name].split(":")
+            full = f"{__name__}.{module}"
+            try:
+                return getattr(importlib.import_module(full), attr)
+            except ModuleNotFoundError as exc:
+                if exc.name != full:
+                    raise
+                return None  # not built yet in this checkout
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context):
+        from ..errors import CSRAdapterError
+
+        try:
+            return super().invoke(ctx)
+        except CSRAdapterError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted: partial work is kept; re-run the same command to resume", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="csr-adapter")
+def cli() -> None:
+    """Ultra-sparse CSRv2 embeddings: encode, ingest into Qdrant/FAISS, search, train, evaluate."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main() -> None:
+    cli(prog_name="csr-adapter")

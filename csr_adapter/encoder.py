@@ -1,0 +1,242 @@
+"""`CSREncoder`: backbone + CSR head serving k-sparse embeddings, saved/loaded Hugging Face style."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbone import DEFAULT_BACKBONE, Backbone
+from .card import render_card
+from .config import BACKBONE_DIR, CARD_NAME, HEAD_NAME, CSRConfig
+from .errors import ModelLoadError
+from .head import CSRHead, check_k
+from .runtime import resolve_device
+from .sparse import SparseEmbeddings
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+
+
+def _check_texts(texts: str | Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a str or a sequence of str, got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] must be str, got {type(text).__name__}")
+    return list(texts)
+
+
+def _load_head(path: Path, config: CSRConfig) -> CSRHead:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = path / HEAD_NAME
+    if not file.exists():
+        raise ModelLoadError(f"{file}: missing")
+    try:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"{file}: corrupt or truncated safetensors file ({exc})") from None
+    expected = {"W": (config.h, config.d), "b_pre": (config.d,), "b_lat": (config.h,)}
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise ModelLoadError(f"{file}: tensor {name!r} missing")
+        if tuple(tensors[name].shape) != shape:
+            raise ModelLoadError(
+                f"{file}: tensor {name!r} has shape {tuple(tensors[name].shape)}, config.json expects {shape}"
+            )
+    head = CSRHead(config.d, config.h)
+    head.load_state_dict({k: v.float() for k, v in tensors.items() if k in expected})
+    return head
+
+
+class CSREncoder:
+    """Encode texts into L2-normalised k-sparse CSR codes (``SparseEmbeddings``).
+
+    >>> enc = CSREncoder.from_pretrained()            # the shipped default model
+    >>> docs = enc.encode_documents(["CSR codes are sparse."], k=8)
+    >>> queries = enc.encode_queries(["what is sparse?"])
+    >>> scores = queries.dot(docs)                    # cosine similarity
+    """
+
+    def __init__(self, backbone: Backbone, head: CSRHead, config: CSRConfig, device: str = "auto") -> None:
+        if backbone.dim != head.d or config.d != head.d or config.h != head.h:
+            raise ModelLoadError(
+                f"shape mismatch: backbone dim {backbone.dim}, head d={head.d} h={head.h}, "
+                f"config d={config.d} h={config.h}"
+            )
+        self.config = config
+        self.device = resolve_device(device)
+        self.backbone = backbone.to(self.device).eval()
+        self.head = head.to(self.device).eval()
+        self._model_id: str | None = None
+
+    # -- shapes -----------------------------------------------------------------------------
+    @property
+    def d(self) -> int:
+        return self.config.d
+
+    @property
+    def h(self) -> int:
+        return self.config.h
+
+    @property
+    def k(self) -> int:
+        return self.config.k
+
+    @property
+    def model_id(self) -> str:
+        """Identity of head weights + backbone (used to refuse mixing models in one index)."""
+        if self._model_id is None:
+            digest = hashlib.sha256(self.backbone.fingerprint().encode())
+            for name, tensor in sorted(self.head.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            self._model_id = digest.hexdigest()[:16]
+        return self._model_id
+
+    # -- loading / saving ----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "auto") -> CSREncoder:
+        """Load a model directory (``config.json`` + ``head.safetensors``); ``None`` = shipped default."""
+        directory = Path(path).expanduser() if path is not None else DEFAULT_MODEL_DIR
+        if not directory.is_dir():
+            what = "shipped default model" if path is None else "model directory"
+            raise ModelLoadError(f"{directory}: {what} not found")
+        config = CSRConfig.load(directory)
+        head = _load_head(directory, config)
+        backbone_ref = config.backbone
+        if (directory / backbone_ref).is_dir():
+            backbone_ref = str(directory / backbone_ref)
+        backbone = Backbone(backbone_ref, config.max_seq_length, config.truncation_side)
+        if backbone.dim != config.d:
+            raise ModelLoadError(f"{directory}: backbone {config.backbone!r} has dim {backbone.dim}, config d={config.d}")
+        return cls(backbone, head, config, device=device)
+
+    @classmethod
+    def from_backbone(
+        cls, backbone: str | None = None, h: int | None = None, k: int = 8, device: str = "auto",
+        max_seq_length: int | None = None, seed: int = 0,
+    ) -> CSREncoder:
+        """A fresh (untrained) head over a backbone, as the starting point for training."""
+        bb = Backbone(backbone, max_seq_length)
+        h = h or 4 * bb.dim
+        generator = torch.Generator().manual_seed(seed)
+        head = CSRHead(bb.dim, h)
+        head.reset_parameters(generator)
+        ident = DEFAULT_BACKBONE if bb.identity == DEFAULT_BACKBONE else bb.identity
+        config = CSRConfig(backbone=ident, d=bb.dim, h=h, k=k, max_seq_length=bb.max_seq_length)
+        return cls(bb, head, config, device=device)
+
+    def save_pretrained(self, directory: str | os.PathLike, save_backbone: bool | None = None) -> Path:
+        """Write ``config.json``, ``head.safetensors``, ``README.md`` (and ``backbone/`` if not stock)."""
+        from safetensors.torch import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        if save_backbone is None:
+            save_backbone = self.backbone.identity != DEFAULT_BACKBONE
+        config = CSRConfig.from_dict(self.config.to_dict())
+        config.max_seq_length = self.backbone.max_seq_length
+        if save_backbone:
+            target = out / BACKBONE_DIR
+            if target.exists() and target.resolve() != self.backbone.path:
+                shutil.rmtree(target)
+            if not target.exists():
+                self.backbone.save(target)
+            config.backbone = BACKBONE_DIR
+        tensors = {k: v.detach().cpu().float().contiguous().clone() for k, v in self.head.state_dict().items()}
+        tmp = out / (HEAD_NAME + ".tmp")
+        save_file(tensors, str(tmp), metadata={"format": "pt", "d": str(config.d), "h": str(config.h)})
+        tmp.replace(out / HEAD_NAME)
+        config.save(out)
+        self._model_id = None
+        (out / CARD_NAME).write_text(render_card(config, self.model_id), encoding="utf-8")
+        return out
+
+    # -- encoding --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_dense(
+        self, texts: str | Sequence[str], batch_size: int = 32, show_progress_bar: bool | None = None,
+        prefix: str = "",
+    ) -> np.ndarray:
+        """Backbone embeddings, shape ``(n, d)`` float32, in input order. Empty texts give zero rows."""
+        texts = _check_texts(texts)
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        out = np.zeros((len(texts), self.d), dtype=np.float32)
+        live = [i for i, t in enumerate(texts) if t.strip()]
+        order = sorted(live, key=lambda i: -len(texts[i]))  # length-sorted batches pad less
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(order), desc="encode", unit="text", disable=not show_progress_bar, leave=False)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            features = self.backbone.tokenize([prefix + texts[i] for i in idx])
+            features = {k: v.to(self.device) for k, v in features.items()}
+            out[idx] = self.backbone(features).float().cpu().numpy()
+            bar.update(len(idx))
+        bar.close()
+        return out
+
+    @torch.inference_mode()
+    def sparsify(self, dense: np.ndarray | torch.Tensor, k: int | None = None, normalize: bool | None = None) -> SparseEmbeddings:
+        """Apply the CSR head to backbone embeddings; all-zero input rows give empty rows."""
+        k = check_k(self.k if k is None else k, self.h)
+        x = torch.as_tensor(np.asarray(dense, dtype=np.float32) if not torch.is_tensor(dense) else dense)
+        if x.ndim != 2 or x.shape[1] != self.d:
+            raise ValueError(f"expected dense embeddings of shape (n, {self.d}), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            return SparseEmbeddings.empty(self.h)
+        pre = self.head.pre_activation(x.to(self.device))
+        values, indices = pre.topk(k, dim=-1)
+        indices, order = indices.sort(dim=-1)
+        values = values.gather(-1, order).relu()
+        values[(x == 0).all(dim=1).to(self.device)] = 0.0  # empty text -> empty row
+        values, indices = values.cpu().numpy(), indices.cpu().numpy()
+        keep = values > 0
+        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+        out = SparseEmbeddings(indptr, indices[keep], values[keep], self.h)
+        normalize = self.config.normalize if normalize is None else normalize
+        return out.normalized() if normalize else out
+
+    def encode(
+        self, texts: str | Sequence[str], k: int | None = None, batch_size: int = 32,
+        show_progress_bar: bool | None = None, normalize: bool | None = None, prefix: str = "",
+    ) -> SparseEmbeddings:
+        """k-sparse codes for ``texts`` (a str counts as a batch of one), in input order."""
+        k = check_k(self.k if k is None else k, self.h)
+        dense = self.encode_dense(texts, batch_size=batch_size, show_progress_bar=show_progress_bar, prefix=prefix)
+        return self.sparsify(dense, k=k, normalize=normalize)
+
+    def encode_queries(self, texts: str | Sequence[str], k: int | None = None, **kwargs) -> SparseEmbeddings:
+        """Encode search queries (adds the model's query prefix, if any)."""
+        return self.encode(texts, k=k, prefix=self.config.query_prefix, **kwargs)
+
+    def encode_documents(self, texts: str | Sequence[str], k: int | None = None, **kwargs) -> SparseEmbeddings:
+        """Encode documents / passages (adds the model's document prefix, if any)."""
+        return self.encode(texts, k=k, prefix=self.config.document_prefix, **kwargs)
+
+    @torch.inference_mode()
+    def decode(self, codes: SparseEmbeddings) -> np.ndarray:
+        """Map codes back to the backbone's dense space: ``W^T z + b_pre``, shape ``(n, d)``.
+
+        Codes are L2-normalised by default, so this is the reconstruction up to the code's scale.
+        """
+        if codes.dim != self.h:
+            raise ValueError(f"codes have dim {codes.dim}, this model has h={self.h}")
+        z = torch.from_numpy(codes.to_dense()).to(self.device)
+        return self.head.decode(z).cpu().numpy()
+
+    def info(self) -> dict:
+        """Shape, identity and files of this model (what ``csr-adapter info`` prints)."""
+        return {"model_id": self.model_id, "backbone": self.config.backbone, "d": self.d, "h": self.h,
+                "k": self.k, "max_seq_length": self.backbone.max_seq_length, "device": str(self.device),
+                "training": self.config.training, "scores": self.config.scores}

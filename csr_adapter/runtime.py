@@ -1,0 +1,41 @@
+"""Device selection and thread control (no trusting defaults on small boxes)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects affinity / cgroup pinning where visible)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Map ``auto|cpu|cuda[:n]`` to a torch device; ``cuda`` without a GPU is an error."""
+    if isinstance(device, torch.device):
+        return device
+    name = (device or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for but no CUDA device is available")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {device!r}: use one of auto, cpu, cuda")
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set torch's intra-op threads to ``n`` (default: the cores available) and return it."""
+    n = available_cores() if not n or n <= 0 else n
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n

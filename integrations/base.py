@@ -1,0 +1,78 @@
+"""The narrow backend protocol every index (Qdrant Edge, qdrant-client, FAISS) implements.
+
+Points live in one id space (UUID strings) across backends, so a sparse index and its dense
+fallback can answer for the same chunk. Payloads are plain JSON dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..sparse import SparseEmbedding
+
+
+@dataclass
+class Point:
+    """One indexed chunk: its id, its sparse code and/or dense vector, and its payload."""
+
+    id: str
+    payload: dict[str, Any]
+    sparse: SparseEmbedding | None = None
+    dense: np.ndarray | None = None
+
+
+@dataclass
+class SearchHit:
+    """One search result; ``served_by`` says which path produced it (sparse, dense, rerank)."""
+
+    id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+    served_by: str = "sparse"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "payload": self.payload, "served_by": self.served_by}
+
+
+@dataclass
+class CollectionMeta:
+    """What a collection was built with; a mismatch on reuse is refused."""
+
+    model_id: str
+    h: int
+    k: int
+    d: int | None = None  # dense dim, when a dense vector is stored
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "h": self.h, "k": self.k, "d": self.d}
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Minimal index interface used by the CLI, the retriever and the benchmarks."""
+
+    name: str
+
+    def upsert(self, points: Sequence[Point]) -> None:
+        """Insert or replace points by id."""
+
+    def search(
+        self, query: SparseEmbedding | np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None
+    ) -> list[SearchHit]:
+        """Top hits (score > 0 for sparse) for one query, best first."""
+
+    def delete(self, ids: Iterable[str]) -> None:
+        """Remove points by id (unknown ids are ignored)."""
+
+    def count(self) -> int:
+        """Number of points stored."""
+
+    def info(self) -> dict[str, Any]:
+        """Engine, location, point count and the collection's :class:`CollectionMeta`."""
+
+    def close(self) -> None:
+        """Flush and release files/handles."""

@@ -1,0 +1,1 @@
+"""CSRv2 training and evaluation (installed as ``csr_adapter.training``)."""
