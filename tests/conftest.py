@@ -1,0 +1,63 @@
+"""Shared fixtures: the real MiniLM backbone and the shipped model, loaded once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("CSR_ADAPTER_DATA", REPO.parent / "shared" / "data"))
+SCIFACT = SHARED_DATA / "scifact"
+BANKING77 = SHARED_DATA / "banking77"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The shipped default model (real backbone + trained head). Do not mutate it in tests."""
+    from csr_adapter import CSREncoder
+
+    return CSREncoder.from_pretrained(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def scifact_slice():
+    """A small real SciFact slice: 40 test queries, their relevant docs, plus 200 other docs."""
+    from csr_adapter.training.beir import load_beir
+
+    if not SCIFACT.exists():
+        pytest.fail(f"shared data not found at {SCIFACT}; set CSR_ADAPTER_DATA")
+    data = load_beir(SCIFACT, split="test")
+    qids = sorted(data.qrels)[:40]
+    rel = sorted({d for q in qids for d in data.qrels[q]})
+    others = [d for d in sorted(data.corpus) if d not in set(rel)][:200]
+    doc_ids = rel + others
+    return {
+        "queries": {q: data.queries[q] for q in qids},
+        "qrels": {q: data.qrels[q] for q in qids},
+        "docs": {d: data.doc_text(d) for d in doc_ids},
+    }
