@@ -117,7 +117,9 @@ class CSREncoder:
             backbone_ref = str(directory / backbone_ref)
         backbone = Backbone(backbone_ref, config.max_seq_length, config.truncation_side)
         if backbone.dim != config.d:
-            raise ModelLoadError(f"{directory}: backbone {config.backbone!r} has dim {backbone.dim}, config d={config.d}")
+            raise ModelLoadError(
+                f"{directory}: backbone {config.backbone!r} has dim {backbone.dim}, config d={config.d}"
+            )
         return cls(backbone, head, config, device=device)
 
     @classmethod
@@ -187,7 +189,9 @@ class CSREncoder:
         return out
 
     @torch.inference_mode()
-    def sparsify(self, dense: np.ndarray | torch.Tensor, k: int | None = None, normalize: bool | None = None) -> SparseEmbeddings:
+    def sparsify(
+        self, dense: np.ndarray | torch.Tensor, k: int | None = None, normalize: bool | None = None
+    ) -> SparseEmbeddings:
         """Apply the CSR head to backbone embeddings; all-zero input rows give empty rows."""
         k = check_k(self.k if k is None else k, self.h)
         x = torch.as_tensor(np.asarray(dense, dtype=np.float32) if not torch.is_tensor(dense) else dense)

@@ -113,7 +113,7 @@ class SparseEmbeddings(Sequence):
         return len(self.indptr) - 1
 
     def __getitem__(self, item):
-        if isinstance(item, slice) or isinstance(item, (list, np.ndarray)):
+        if isinstance(item, (slice, list, np.ndarray)):
             rows = range(len(self))[item] if isinstance(item, slice) else np.asarray(item)
             return SparseEmbeddings.from_scipy(self.to_scipy()[np.asarray(rows, dtype=np.int64)], normalize=False)
         i = int(item)
@@ -149,12 +149,16 @@ class SparseEmbeddings(Sequence):
 
     def to_torch(self):
         """A ``torch.sparse_csr_tensor`` of shape ``(n, dim)``."""
+        import warnings
+
         import torch
 
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(self.indptr), torch.from_numpy(self.indices.astype(np.int64)),
-            torch.from_numpy(self.values), size=(len(self), self.dim),
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            return torch.sparse_csr_tensor(
+                torch.from_numpy(self.indptr), torch.from_numpy(self.indices.astype(np.int64)),
+                torch.from_numpy(self.values), size=(len(self), self.dim),
+            )
 
     def to_list(self) -> list[dict[str, list]]:
         """One ``{"indices", "values"}`` dict per row, e.g. for Qdrant ``SparseVector(**row)``."""

@@ -61,3 +61,11 @@ def scifact_slice():
         "qrels": {q: data.qrels[q] for q in qids},
         "docs": {d: data.doc_text(d) for d in doc_ids},
     }
+
+
+@pytest.fixture(scope="session")
+def untrained_encoder():
+    """Real backbone + a freshly initialised head (seed 0): for shape and round-trip tests."""
+    from csr_adapter import CSREncoder
+
+    return CSREncoder.from_backbone(k=8, device="cpu", seed=0)

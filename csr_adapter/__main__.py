@@ -1,0 +1,5 @@
+"""``python -m csr_adapter``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""``python -m csr_adapter.cli``."""
+
+from . import main
+
+main()

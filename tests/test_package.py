@@ -1,0 +1,45 @@
+"""Packaging and public API: names, lazy imports, namespace layout of the built wheel."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import csr_adapter
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_public_names() -> None:
+    assert sorted(csr_adapter.__all__) == ["CSRConfig", "CSREncoder", "SparseEmbedding", "SparseEmbeddings",
+                                           "__version__"]
+    for name in csr_adapter.__all__:
+        assert getattr(csr_adapter, name) is not None
+
+
+def test_core_imports_without_extras_and_lazily() -> None:
+    code = (
+        "import sys, csr_adapter; assert 'torch' not in sys.modules, 'import csr_adapter pulled torch';"
+        "from csr_adapter import CSREncoder; import csr_adapter.cli.core;"
+        "bad = [m for m in ('qdrant_edge', 'qdrant_client', 'faiss', 'langchain_core') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+
+
+def test_wheel_installs_subpackages_inside_namespace(tmp_path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path)],
+        check=True, capture_output=True,
+    )
+    wheel = next(tmp_path.glob("csr_adapter-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"csr_adapter"}, tops
+    assert "csr_adapter/integrations/base.py" in names
+    assert "csr_adapter/training/beir.py" in names
+    assert "csr_adapter/default_model/head.safetensors" in names
+    assert "csr_adapter/default_model/config.json" in names
