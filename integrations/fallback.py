@@ -1,0 +1,162 @@
+"""The fallback policy, in one place: serve from sparse, fall back to dense when sparse cannot answer.
+
+For one query (``top_k`` wanted):
+
+1. The backbone embeds the query once; the CSR head turns that dense vector into the sparse code.
+2. Dense answers alone when the code is empty (reason ``empty_code``), there is no sparse backend
+   (``no_sparse``), or the sparse backend raises / is unreachable (``sparse_error``, warned once).
+3. Otherwise sparse answers; hits with score <= 0 are dropped. With ``rerank`` the sparse backend is
+   asked for ``rerank_depth`` candidates, which are re-scored by dense cosine (``served_by="rerank"``).
+4. If fewer than ``min_hits`` (default ``top_k``) positive hits remain (``few_hits``), dense hits that
+   are not already there fill the list up to ``top_k`` (``served_by="dense"``).
+
+Order: without rerank, sparse hits come first (sparse cosine), then the dense fill (dense cosine);
+with rerank every score is a dense cosine and the merged list is sorted by it. Sparse hits whose id the
+dense index lacks (the indexes are out of sync) are kept with their sparse score, never dropped,
+and a warning says to re-run ingest with ``--with-fallback``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import CSRAdapterError
+from ..sparse import SparseEmbedding
+from .base import Backend, SearchHit
+from .faiss import check_top_k
+
+REASONS = ("sparse", "few_hits", "empty_code", "sparse_error", "no_sparse")
+
+
+class FallbackConfigError(CSRAdapterError, ValueError):
+    """The searcher has no backend that can answer, or rerank without a dense index."""
+
+
+@dataclass
+class Answer:
+    """Hits for one query and why they were served that way (one of :data:`REASONS`)."""
+
+    hits: list[SearchHit]
+    reason: str
+    sparse_positive: int = 0  # positive sparse hits before any fill
+
+
+class FallbackSearcher:
+    """Sparse search with a dense (FAISS) fallback over the same point ids.
+
+    >>> searcher = FallbackSearcher(encoder, sparse=qdrant_backend, dense=FaissBackend(path))
+    >>> [(h.id, h.served_by) for h in searcher.search("vitamin D and fractures", top_k=5)]
+    """
+
+    def __init__(
+        self, encoder, sparse: Backend | None = None, dense: Backend | None = None, *, k: int | None = None,
+        rerank: bool = False, rerank_depth: int = 50, min_hits: int | None = None,
+    ) -> None:
+        if sparse is None and dense is None:
+            raise FallbackConfigError("need a sparse backend, a dense fallback index, or both")
+        if rerank and (dense is None or not hasattr(dense, "score_ids")):
+            raise FallbackConfigError("rerank needs a dense index that can score ids (FaissBackend)")
+        self.encoder = encoder
+        self.sparse = sparse
+        self.dense = dense
+        self.k = k
+        self.rerank = rerank
+        self.rerank_depth = check_top_k(rerank_depth)
+        self.min_hits = min_hits
+        self._warned: set[str] = set()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    # -- encoding --------------------------------------------------------------------------------
+    def encode(self, queries: Sequence[str]) -> tuple[list[SparseEmbedding], np.ndarray]:
+        """One backbone pass per query: ``(codes, dense)``; the codes come from the dense vectors."""
+        dense = self.encoder.encode_dense(list(queries), prefix=self.encoder.config.query_prefix)
+        codes = self.encoder.sparsify(dense, k=self.k) if self.sparse is not None else None
+        return (list(codes) if codes is not None else [None] * len(dense)), dense
+
+    # -- search ------------------------------------------------------------------------------------
+    def search(self, query: str, top_k: int = 10, filter: dict[str, Any] | None = None) -> list[SearchHit]:
+        """Best ``top_k`` hits for a text query; each hit's ``served_by`` names its path."""
+        return self.answer(query, top_k, filter).hits
+
+    def answer(self, query: str, top_k: int = 10, filter: dict[str, Any] | None = None) -> Answer:
+        """Like :meth:`search`, also saying why (``Answer.reason``)."""
+        top_k = check_top_k(top_k)
+        codes, dense = self.encode([query])
+        return self.answer_encoded(codes[0], dense[0], top_k, filter)
+
+    def answer_encoded(
+        self, code: SparseEmbedding | None, dense: np.ndarray | None, top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+    ) -> Answer:
+        """The policy on an already-encoded query (``code`` and/or its backbone vector ``dense``)."""
+        top_k = check_top_k(top_k)
+        if self.sparse is None or code is None:
+            return Answer(self._dense(dense, top_k, filter), "no_sparse")
+        if len(code) == 0 and self.dense is not None:
+            return Answer(self._dense(dense, top_k, filter), "empty_code")
+        try:
+            raw = self.sparse.search(code, top_k=self.rerank_depth if self.rerank else top_k, filter=filter)
+        except Exception as exc:  # unreachable server, closed shard, ...: serve dense, say so once
+            if self.dense is None or isinstance(exc, (TypeError, ValueError)):
+                raise
+            self._warn_once("sparse_error", f"sparse backend failed ({type(exc).__name__}: {exc}); "
+                            "serving from the dense fallback index")
+            return Answer(self._dense(dense, top_k, filter), "sparse_error")
+        hits = [h for h in raw if h.score > 0]
+        positive = len(hits)
+        for h in hits:
+            h.served_by = "sparse"
+        if self.rerank:
+            hits = self._rerank(hits, dense)[:top_k]
+        hits = hits[:top_k]
+        want = top_k if self.min_hits is None else min(self.min_hits, top_k)
+        if positive >= want or self.dense is None:
+            return Answer(hits, "sparse", positive)
+        seen = {h.id for h in hits}
+        fill = [h for h in self._dense(dense, top_k + len(hits), filter) if h.id not in seen]
+        merged = hits + fill[: top_k - len(hits)]
+        if self.rerank:
+            merged.sort(key=lambda h: (h.served_by == "sparse", -h.score))  # unscored strays last
+        return Answer(merged, "few_hits", positive)
+
+    def _dense(self, dense: np.ndarray | None, top_k: int, filter: dict[str, Any] | None) -> list[SearchHit]:
+        if self.dense is None:
+            return []
+        if dense is None:
+            raise FallbackConfigError("the dense fallback needs the query's dense vector")
+        hits = self.dense.search(dense, top_k=top_k, filter=filter)
+        for h in hits:
+            h.served_by = "dense"
+        return hits
+
+    def _rerank(self, hits: list[SearchHit], dense: np.ndarray) -> list[SearchHit]:
+        scores = self.dense.score_ids(dense, [h.id for h in hits])
+        missing = [h for h in hits if h.id not in scores]
+        if missing:
+            self._warn_once("missing", f"{len(missing)} sparse hit(s) (e.g. {missing[0].id!r}) are not in the "
+                            "dense index; kept with sparse scores. Re-run ingest with --with-fallback to sync it")
+        scored = [SearchHit(h.id, scores[h.id], h.payload, "rerank") for h in hits if h.id in scores]
+        scored.sort(key=lambda h: -h.score)
+        return scored + missing
+
+    def search_batch(
+        self, queries: Sequence[str], top_k: int = 10, filter: dict[str, Any] | None = None
+    ) -> list[Answer]:
+        """:meth:`answer` for many queries, with one batched encoder pass."""
+        top_k = check_top_k(top_k)
+        codes, dense = self.encode(queries)
+        return [self.answer_encoded(c, d, top_k, filter) for c, d in zip(codes, dense)]
+
+    def close(self) -> None:
+        for backend in (self.sparse, self.dense):
+            if backend is not None:
+                backend.close()
