@@ -18,6 +18,7 @@ COMMANDS = {
     "search": "ingest:search",
     "train": "train:train",
     "eval": "train:eval_cmd",
+    "serve": "serve:serve",
 }
 
 

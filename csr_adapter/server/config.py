@@ -1,0 +1,41 @@
+"""Server settings: request limits, micro-batching, timeouts and auth, with defaults for a small CPU box."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``create_app`` needs besides the encoder and the collections."""
+
+    max_inputs: int = 256  # texts per request (413 above)
+    max_chars: int = 20_000  # characters per text (413 above); the model truncates to max_seq_length anyway
+    max_body_bytes: int = 4 * 1024 * 1024  # request body (413 above)
+    max_top_k: int = 1000  # /search top_k (422 above)
+    max_batch_size: int = 32  # texts per forward pass; 1 turns micro-batching off
+    max_wait_ms: float = 5.0  # how long the oldest queued request may wait for company
+    max_queue: int = 1024  # texts waiting for the model (503 above)
+    timeout_s: float = 30.0  # wait for a result before answering 503
+    encode_batch_size: int = 32  # backbone batch size inside one micro-batch
+    api_key: str | None = None  # Bearer token for every route but /health
+    warmup: bool = True  # one forward pass at start-up, so the first request is not slow
+
+    def __post_init__(self) -> None:
+        for name in ("max_inputs", "max_chars", "max_body_bytes", "max_top_k", "max_batch_size", "max_queue",
+                     "encode_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0 or self.timeout_s <= 0:
+            raise ValueError("max_wait_ms must be >= 0 and timeout_s > 0")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("api_key must not be empty")
+
+    def limits(self) -> dict:
+        return {"max_inputs": self.max_inputs, "max_chars": self.max_chars, "max_body_bytes": self.max_body_bytes,
+                "max_top_k": self.max_top_k, "timeout_s": self.timeout_s}
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["api_key"] = self.api_key is not None
+        return data

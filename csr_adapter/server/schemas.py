@@ -1,0 +1,97 @@
+"""Request and response bodies (pydantic), shaped like text-embeddings-inference's where TEI has them.
+
+Unknown fields are ignored, so TEI clients that send ``truncate`` or ``truncation_direction`` work
+unchanged (inputs are always truncated to the model's ``max_seq_length``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+Inputs = Annotated[
+    StrictStr | list[StrictStr],
+    Field(description="One text or a list of texts (non-empty).", examples=["What is a sparse embedding?"]),
+]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+PromptName = Literal["query", "document"]
+FilterValue = StrictStr | StrictInt | StrictFloat | StrictBool | list[StrictStr | StrictInt | StrictFloat | StrictBool]
+
+
+class _Request(BaseModel):
+    inputs: Inputs
+    prompt_name: PromptName | None = Field(
+        None, description="Prepend the model's query or document prefix (none when omitted).")
+    truncate: StrictBool | None = Field(
+        None, description="Accepted for TEI compatibility; inputs are always truncated to max_seq_length.")
+
+
+class EmbedSparseRequest(_Request):
+    """``POST /embed_sparse``."""
+
+    k: PositiveInt | None = Field(None, description="Active latents per code (default: the model's k; at most h).")
+
+
+class EmbedRequest(_Request):
+    """``POST /embed``."""
+
+    normalize: StrictBool = Field(True, description="L2-normalise the vectors.")
+
+
+class SparseValue(BaseModel):
+    """One non-zero entry of a sparse embedding (TEI's shape)."""
+
+    index: int
+    value: float
+
+
+class SearchRequest(BaseModel):
+    """``POST /search``: one text query against an ingested collection."""
+
+    query: StrictStr = Field(..., description="The query text (non-empty).", examples=["vitamin D and fractures"])
+    collection: StrictStr | None = Field(None, description="Collection name (default: the first one served).")
+    top_k: PositiveInt = Field(10, description="Number of hits to return.")
+    filter: dict[str, FilterValue] | None = Field(
+        None, description="Payload equality filter: {field: value}; a list value matches any of its items.")
+    k: PositiveInt | None = Field(None, description="Active latents for the query code (default: the collection's).")
+
+
+class SearchHitModel(BaseModel):
+    id: str
+    score: float
+    payload: dict[str, Any]
+    served_by: str = Field(..., description="Which path produced the hit: sparse, dense or rerank.")
+
+
+class SearchResponse(BaseModel):
+    collection: str
+    reason: str = Field(..., description="Why the hits were served that way (sparse, few_hits, empty_code, ...).")
+    hits: list[SearchHitModel]
+
+
+class ErrorResponse(BaseModel):
+    """Every error: a one-line message and a machine-readable type (no tracebacks)."""
+
+    error: str
+    error_type: str
+    detail: list[dict[str, Any]] | None = None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class InfoResponse(BaseModel):
+    model: str
+    model_id: str
+    backbone: str
+    d: int
+    h: int
+    k: int
+    max_seq_length: int
+    device: str
+    collections: list[str]
+    limits: dict[str, Any]
+    batching: dict[str, Any]
+    version: str
