@@ -3,14 +3,16 @@
 Layout of a collection directory::
 
     store.sqlite      source of truth: string id <-> int64 id, payload JSON, float32 vector, meta
-    index.faiss       derived: ``IndexIDMap2`` over any ``index_factory`` spec (default ``Flat``)
+    index.faiss       derived: any ``index_factory`` spec (default ``Flat``) under ``IndexIDMap2``
+                      (IVF specs keep ids natively)
     index.faiss.gen   the store generation the index file was written at
 
 Point ids are strings (UUIDs from ingest, or anything: "1", "foo"); each gets a stable int64 id
 (SQLite rowid) that FAISS stores. The index file is derived data: when it is missing, corrupt, or
 older than the store (a crash between commit and save), it is rebuilt from the stored vectors with a
 warning. Index types that cannot remove ids (HNSW) are rebuilt lazily after a delete or replace.
-Vectors are L2-normalised by default, so inner-product scores are cosines.
+Vectors are L2-normalised by default, so inner-product scores are cosines. ``path=None`` keeps
+everything in memory (nothing written), e.g. for tests and throwaway LangChain stores.
 """
 
 from __future__ import annotations
@@ -57,6 +59,18 @@ def _faiss():
     return require("faiss", "faiss")
 
 
+def _inner(index):
+    """The index doing the search under ID maps and pre-transforms (an ``IndexIVF`` if there is one)."""
+    faiss = _faiss()
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        pass
+    while hasattr(index, "index"):
+        index = faiss.downcast_index(index.index)
+    return index
+
+
 def _json_path(key: str) -> str:
     if not key or any(not part for part in key.split(".")):
         raise ValueError(f"bad filter key {key!r}")
@@ -92,11 +106,11 @@ class FaissBackend:
     name = "faiss"
 
     def __init__(
-        self, path: str | os.PathLike, meta: CollectionMeta | None = None, index_factory: str = "Flat",
+        self, path: str | os.PathLike | None, meta: CollectionMeta | None = None, index_factory: str = "Flat",
         normalize: bool = True, threads: int | None = None, blas_threshold: int | None = DEFAULT_BLAS_THRESHOLD,
         recreate: bool = False,
     ) -> None:
-        self.path = Path(path).expanduser()
+        self.path = Path(path).expanduser() if path is not None else None
         self.index_factory = index_factory
         self.normalize = normalize
         self.threads = threads
@@ -105,7 +119,7 @@ class FaissBackend:
         self._index = None
         self._stale = False
         self._dirty = False
-        if recreate:
+        if recreate and self.path is not None:
             for name in (INDEX_FILE, INDEX_FILE + ".gen", STORE_FILE):
                 (self.path / name).unlink(missing_ok=True)
         self._db = self._open_store()
@@ -113,6 +127,10 @@ class FaissBackend:
 
     # -- store -------------------------------------------------------------------------------------
     def _open_store(self) -> sqlite3.Connection:
+        if self.path is None:
+            db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            self._create_tables(db)
+            return db
         file = self.path / STORE_FILE
         if not file.exists() and (self.path / INDEX_FILE).exists():
             raise FaissIndexError(
@@ -123,16 +141,20 @@ class FaissBackend:
             self.path.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(file, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS points (iid INTEGER PRIMARY KEY AUTOINCREMENT, "
-                "id TEXT UNIQUE NOT NULL, payload TEXT NOT NULL, vector BLOB NOT NULL)"
-            )
+            self._create_tables(db)
         except sqlite3.DatabaseError as exc:
             raise FaissIndexError(f"{file}: not a readable payload store ({exc})") from None
         except OSError as exc:
             raise FaissIndexError(f"{self.path}: cannot create the FAISS collection ({exc})") from None
         return db
+
+    @staticmethod
+    def _create_tables(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS points (iid INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "id TEXT UNIQUE NOT NULL, payload TEXT NOT NULL, vector BLOB NOT NULL)"
+        )
 
     def _get_meta(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
@@ -179,12 +201,17 @@ class FaissBackend:
 
     # -- index -------------------------------------------------------------------------------------
     def _new_index(self):
+        """IVF indexes keep ids natively (``IndexIDMap`` over IVF renumbers wrongly on remove);
+        everything else is wrapped in ``IndexIDMap2``."""
         faiss = _faiss()
-        spec = self.index_factory if self.index_factory.upper().startswith("IDMAP") else "IDMap2," + self.index_factory
+        spec = self.index_factory
+        if spec.upper().startswith("IDMAP"):
+            spec = spec.split(",", 1)[-1]
         try:
-            return faiss.index_factory(self.dim, spec, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.index_factory(self.dim, spec, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise FaissIndexError(f"bad index_factory {self.index_factory!r}: {str(exc).splitlines()[0]}") from None
+        return index if isinstance(_inner(index), faiss.IndexIVF) else faiss.IndexIDMap2(index)
 
     def _configure_faiss(self, nq: int) -> None:
         faiss = _faiss()
@@ -205,11 +232,11 @@ class FaissBackend:
                 return self._index
             if self._index is not None:  # stale: untrained, or after a delete the index type cannot do
                 return self.rebuild()
-            file = self.path / INDEX_FILE
             if self.dim is None:
                 return None  # nothing ingested yet
             n = self.count()
-            if not file.exists():
+            file = self.path / INDEX_FILE if self.path is not None else None
+            if file is None or not file.exists():
                 if n:
                     warnings.warn(f"{file} missing: rebuilding it from {STORE_FILE} ({n} vectors)", stacklevel=3)
                     return self.rebuild()
@@ -235,7 +262,7 @@ class FaissBackend:
     def _tune(self, index):
         """Search-time defaults faiss leaves low: IVF ``nprobe`` 1 -> nlist/16 (>= 8)."""
         faiss = _faiss()
-        inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+        inner = _inner(index)
         if isinstance(inner, faiss.IndexIVF) and inner.nprobe == 1:
             inner.nprobe = min(inner.nlist, max(8, inner.nlist // 16))
         return index
@@ -278,7 +305,7 @@ class FaissBackend:
             if self._index is not None and self._stale:
                 self.rebuild()  # writes the file
                 return
-            if not self._dirty or self._index is None:
+            if not self._dirty or self._index is None or self.path is None:
                 return
             file = self.path / INDEX_FILE
             tmp = file.with_name(INDEX_FILE + ".tmp")
@@ -427,7 +454,7 @@ class FaissBackend:
         if allowed is None:
             return None
         faiss = _faiss()
-        inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+        inner = _inner(index)
         selector = faiss.IDSelectorBatch(allowed)
         if isinstance(inner, faiss.IndexIVF):
             return faiss.SearchParametersIVF(sel=selector, nprobe=max(inner.nprobe, min(inner.nlist, 64)))
@@ -489,6 +516,29 @@ class FaissBackend:
                     found[pid] = Point(pid, json.loads(payload), dense=np.frombuffer(blob, np.float32).copy())
         return [found[i] for i in ids if i in found]
 
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Point]:
+        """Stored points for ``ids`` (as the Qdrant backends name it); vectors only if asked."""
+        points = self.get(ids)
+        if not with_vectors:
+            for p in points:
+                p.dense = None
+        return points
+
+    def scroll(self, fields: Sequence[str] | None = None) -> Iterable[tuple[str, dict[str, Any]]]:
+        """Every stored ``(id, payload)``, payload cut to ``fields`` (all when None), in insertion order."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT iid, id, payload FROM points WHERE iid > ? ORDER BY iid LIMIT 2048", (last,)
+                ).fetchall()
+            if not rows:
+                return
+            for _, pid, payload in rows:
+                data = json.loads(payload)
+                yield pid, data if fields is None else {f: data[f] for f in fields if f in data}
+            last = rows[-1][0]
+
     def ids(self) -> list[str]:
         """All point ids, in insertion order."""
         with self._lock:
@@ -497,7 +547,7 @@ class FaissBackend:
     def info(self) -> dict[str, Any]:
         index = self._index
         return {
-            "engine": "faiss", "path": str(self.path), "index_factory": self.index_factory,
+            "engine": "faiss", "path": str(self.path) if self.path else None, "index_factory": self.index_factory,
             "normalize": self.normalize, "count": self.count(),
             "ntotal": None if index is None else int(index.ntotal),
             "meta": self.meta.to_dict() if self.meta else None,
@@ -518,4 +568,5 @@ class FaissBackend:
         self.close()
 
     def __repr__(self) -> str:
-        return f"FaissBackend({str(self.path)!r}, index_factory={self.index_factory!r}, count={self.count()})"
+        where = str(self.path) if self.path else None
+        return f"FaissBackend({where!r}, index_factory={self.index_factory!r}, count={self.count()})"
