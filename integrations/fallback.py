@@ -78,6 +78,8 @@ class FallbackSearcher:
     # -- encoding --------------------------------------------------------------------------------
     def encode(self, queries: Sequence[str]) -> tuple[list[SparseEmbedding], np.ndarray]:
         """One backbone pass per query: ``(codes, dense)``; the codes come from the dense vectors."""
+        if self.encoder is None:
+            raise FallbackConfigError("text queries need an encoder; use answer_encoded() without one")
         dense = self.encoder.encode_dense(list(queries), prefix=self.encoder.config.query_prefix)
         codes = self.encoder.sparsify(dense, k=self.k) if self.sparse is not None else None
         return (list(codes) if codes is not None else [None] * len(dense)), dense
