@@ -146,9 +146,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         service.search_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csr-search")
+        if config.warmup:  # before serving, outside the batcher and its timeout
+            service.engine.process([EncodeJob(["warm-up"], k=encoder.k, dense=True)])
         await service.engine.start()
-        if config.warmup:
-            await service.engine.run(EncodeJob(["warm-up"], k=encoder.k, dense=True))
         try:
             yield
         finally:

@@ -1,0 +1,90 @@
+"""`csr-adapter serve`: the HTTP service (TEI-compatible embeddings + collection search), extra ``serve``."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import click
+
+from .options import device_option, load_encoder, model_option, threads_option
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def open_collections(names: tuple[str, ...], encoder, backend: str, path: str | None, url: str | None) -> dict:
+    """Open each ingested collection read-only, wrapped in the sparse -> dense fallback policy."""
+    if not names:
+        return {}
+    from ..integrations.fallback import FallbackSearcher
+    from ..integrations.registry import open_backend
+
+    options = {k: v for k, v in {"path": path, "url": url}.items() if v is not None}
+    return {name: FallbackSearcher(encoder, sparse=open_backend(backend, name, create=False, **options))
+            for name in names}
+
+
+@click.command()
+@model_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--k", type=click.IntRange(min=1), default=None, help="Default active latents per code (model's k).")
+@click.option("--collection", "collections", multiple=True, help="Ingested collection for /search (repeatable).")
+@click.option("--backend", default="qdrant", show_default=True, help="Backend holding the collections.")
+@click.option("--path", "store_path", type=click.Path(file_okay=False), default=None,
+              help="Embedded store root (default ./.csr-adapter/qdrant).")
+@click.option("--url", default=None, help="Qdrant server URL instead of the embedded store.")
+@click.option("--api-key", envvar="CSR_ADAPTER_API_KEY", default=None,
+              help="Require 'Authorization: Bearer KEY' on every route but /health (env CSR_ADAPTER_API_KEY).")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Texts per forward pass across concurrent requests (1 = no micro-batching).")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="How long a request may wait for others to share its forward pass.")
+@click.option("--max-queue", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Texts waiting for the model before requests get 503.")
+@click.option("--timeout", type=click.FloatRange(min=0.001), default=30.0, show_default=True,
+              help="Seconds a request waits for its result before a 503.")
+@click.option("--max-inputs", type=click.IntRange(min=1), default=256, show_default=True, help="Texts per request.")
+@click.option("--max-chars", type=click.IntRange(min=1), default=20_000, show_default=True, help="Characters per text.")
+@device_option
+@threads_option
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
+def serve(model: str | None, host: str, port: int, k: int | None, collections: tuple[str, ...], backend: str,
+          store_path: str | None, url: str | None, api_key: str | None, max_batch_size: int, max_wait_ms: float,
+          max_queue: int, timeout: float, max_inputs: int, max_chars: int, device: str, threads: int,
+          log_level: str) -> None:
+    """Serve POST /embed_sparse, /embed (TEI-compatible), /search, GET /health, /info and /docs over HTTP."""
+    from ..errors import require
+
+    require("fastapi", "serve")
+    uvicorn = require("uvicorn", "serve")
+    from ..server import ServeConfig, create_app
+
+    if not _is_loopback(host) and not api_key:
+        click.echo(f"warning: binding {host} without --api-key: anyone who can reach it can use it", err=True)
+    try:
+        config = ServeConfig(max_inputs=max_inputs, max_chars=max_chars, max_batch_size=max_batch_size,
+                             max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout, api_key=api_key)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    encoder = load_encoder(model, device, threads)
+    if k is not None:
+        if k > encoder.h:
+            raise click.BadParameter(f"k={k} exceeds the model's h={encoder.h}", param_hint="--k")
+        encoder.config.k = k
+    searchers = open_collections(collections, encoder, backend, store_path, url)
+    app = create_app(encoder, searchers, config, model_name=model or "csr-adapter/default_model")
+    click.echo(f"csr-adapter serving {encoder.config.backbone} (h={encoder.h}, k={encoder.k}) "
+               f"on http://{host}:{port}  (docs at /docs)", err=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+    finally:
+        for searcher in searchers.values():
+            searcher.close()
