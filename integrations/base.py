@@ -6,13 +6,22 @@ fallback can answer for the same chunk. Payloads are plain JSON dicts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import CSRAdapterError
 from ..sparse import SparseEmbedding
+
+
+class BackendError(CSRAdapterError):
+    """The index cannot be opened, reached or written (unreachable URL, read-only dir, disk full)."""
+
+
+class CollectionMismatchError(BackendError):
+    """An existing collection was built with another model or vector configuration."""
 
 
 @dataclass
@@ -46,9 +55,20 @@ class CollectionMeta:
     h: int
     k: int
     d: int | None = None  # dense dim, when a dense vector is stored
+    idf: bool = False  # sparse IDF modifier on
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "h": self.h, "k": self.k, "d": self.d}
+        return {"model_id": self.model_id, "h": self.h, "k": self.k, "d": self.d, "idf": self.idf}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CollectionMeta:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def mismatches(self, other: CollectionMeta) -> list[str]:
+        """Human-readable differences (``"model_id abc != def"``); empty when compatible."""
+        return [f"{f.name} {getattr(self, f.name)} != {getattr(other, f.name)}"
+                for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
 
 @runtime_checkable
@@ -70,6 +90,9 @@ class Backend(Protocol):
 
     def count(self) -> int:
         """Number of points stored."""
+
+    def scroll(self, fields: Sequence[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every stored ``(id, payload)``, payload cut to ``fields`` (all when None); for resumable ingest."""
 
     def info(self) -> dict[str, Any]:
         """Engine, location, point count and the collection's :class:`CollectionMeta`."""

@@ -1,0 +1,201 @@
+"""`csr-adapter ingest` (folder/file/stdin -> index) and `csr-adapter search` (query -> ranked chunks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import click
+
+from .options import device_option, json_option, load_encoder, model_option, threads_option
+
+RESERVED = {"text", "source", "file", "doc_id", "chunk", "n_chunks", "content_hash"}
+
+
+def backend_options(fn):
+    """--backend, --collection, --path, --url, --api-key (shared by ingest and search)."""
+    for option in reversed([
+        click.option("--backend", default="qdrant", show_default=True,
+                     help="Index backend: qdrant (embedded Qdrant Edge, or a server with --url)."),
+        click.option("--collection", default="csr", show_default=True, help="Collection name."),
+        click.option("--path", "store", type=click.Path(file_okay=False), default=None,
+                     help="Embedded storage root; the collection lives in DIR/<collection>. "
+                          "Default: ./.csr-adapter/qdrant"),
+        click.option("--url", envvar="QDRANT_URL", default=None,
+                     help="Qdrant server URL instead of the embedded engine (env QDRANT_URL)."),
+        click.option("--api-key", envvar="QDRANT_API_KEY", default=None,
+                     help="Qdrant server API key (env QDRANT_API_KEY)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _open(kind: str, collection: str, store: str | None, url: str | None, api_key: str | None, **kwargs):
+    from ..integrations.registry import open_backend
+
+    if store is not None:
+        url = None  # an explicit --path wins over QDRANT_URL from the environment
+    return open_backend(kind, collection, path=store, url=url, api_key=api_key, **kwargs)
+
+
+def _show(path: str) -> str:
+    """A stored source path, relative to the working directory when it lies under it."""
+    base, _, frag = path.partition("#")
+    if os.path.isabs(base):
+        rel = os.path.relpath(base)
+        base = rel if not rel.startswith("..") else base
+    return base + (f"#{frag}" if frag else "")
+
+
+@click.command()
+@click.argument("path", type=click.Path(allow_dash=True))
+@backend_options
+@model_option
+@click.option("--k", type=int, default=None, help="Active latents per code (default: the model's k).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Texts per encoder batch.")
+@click.option("--recreate", is_flag=True, help="Delete the collection first (needed to change model or config).")
+@click.option("--prune", is_flag=True, help="Delete points of files no longer in PATH.")
+@click.option("--hybrid", is_flag=True, help="Also store the dense backbone vector (for search --hybrid).")
+@click.option("--idf", is_flag=True, help="Create the sparse vector with Qdrant's IDF modifier (off by default).")
+@click.option("--text-field", default="text", show_default=True,
+              help="Text field of .json/.jsonl records and text column of .csv files.")
+@click.option("--max-file-mb", type=float, default=64.0, show_default=True, help="Skip files larger than this.")
+@click.option("--overlap", type=int, default=None, help="Tokens shared by neighbouring chunks (default 1/8 window).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@device_option
+@threads_option
+@json_option
+def ingest(path: str, backend: str, collection: str, store: str | None, url: str | None, api_key: str | None,
+           model: str | None, k: int | None, batch_size: int, recreate: bool, prune: bool, hybrid: bool,
+           idf: bool, text_field: str, max_file_mb: float, overlap: int | None, no_progress: bool, device: str,
+           threads: int, as_json: bool) -> None:
+    """Encode PATH (folder, file, or - for JSONL on stdin) into a collection; re-runs add only what changed."""
+    from ..corpus import Chunker, ReaderOptions, read_corpus
+    from ..head import check_k
+    from ..ingest import ingest_corpus
+    from ..integrations.base import CollectionMeta
+
+    if batch_size <= 0:
+        raise click.BadParameter("must be positive", param_hint="--batch-size")
+    if max_file_mb <= 0:
+        raise click.BadParameter("must be positive", param_hint="--max-file-mb")
+    start = time.perf_counter()
+    corpus = read_corpus(path, ReaderOptions(text_field=text_field, max_bytes=int(max_file_mb * 1e6)))
+    enc = load_encoder(model, device, threads)
+    try:
+        k = check_k(enc.k if k is None else k, enc.h)
+        chunker = Chunker.for_encoder(enc, overlap)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--k/--overlap") from None
+    meta = CollectionMeta(enc.model_id, enc.h, k, d=enc.d if hybrid else None, idf=idf)
+    be = _open(backend, collection, store, url, api_key, meta=meta, recreate=recreate, threads=threads or None)
+    try:
+        report = ingest_corpus(enc, be, corpus, k=k, batch_size=batch_size, hybrid=hybrid, prune=prune,
+                               chunker=chunker, progress=not (no_progress or as_json))
+    finally:
+        be.close()
+    report.seconds = time.perf_counter() - start  # include reading and model load: what the user waited
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    where = report.backend.get("path") or f"{report.backend.get('url')} / {report.backend.get('collection')}"
+    click.echo(f"ingested {report.files} files ({report.documents} documents) into {report.backend['engine']} "
+               f"{_show(str(where))}")
+    click.echo(f"  chunks     {report.chunks} ({report.unchanged} unchanged)")
+    click.echo(f"  written    {report.written} points; deleted {report.deleted} stale, pruned {report.pruned}")
+    if report.skipped:
+        reasons = ", ".join(f"{reason} x{n}" for reason, n in report.skip_reasons().items())
+        click.echo(f"  skipped    {len(report.skipped)}: {reasons}")
+        for s in report.skipped[:5]:
+            click.echo(f"             {_show(s.path)}: {s.reason}")
+        if len(report.skipped) > 5:
+            click.echo(f"             ... {len(report.skipped) - 5} more (--json lists all)")
+    click.echo(f"  collection {report.points} points")
+    click.echo(f"  time       {report.seconds:.1f} s ({report.chunks_per_s:.1f} chunks/s; "
+               f"encode {report.encode_seconds:.1f} s, index {report.upsert_seconds:.1f} s)")
+
+
+def parse_filters(items: tuple[str, ...]) -> dict[str, list]:
+    """``key=value`` -> ``{key: [candidates]}``; user metadata keys map to ``meta.<key>``."""
+    out: dict[str, list] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected key=value", param_hint="--filter")
+        if key not in RESERVED and not key.startswith("meta."):
+            key = f"meta.{key}"
+        values: list = [value]
+        if value.lstrip("-").isdigit():
+            values.append(int(value))
+        if value.lower() in ("true", "false"):
+            values.append(value.lower() == "true")
+        if key in ("source", "file") and not os.path.isabs(value):
+            base, sep_, frag = value.partition("#")
+            values.append(os.path.abspath(base) + sep_ + frag)
+        out.setdefault(key, []).extend(values)
+    return out
+
+
+@click.command()
+@click.argument("query")
+@backend_options
+@model_option
+@click.option("--top-k", type=int, default=5, show_default=True, help="Results to print.")
+@click.option("--k", type=int, default=None, help="Active latents of the query code (default: the collection's k).")
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Payload equality filter (repeatable): source, file, doc_id, chunk or a metadata key.")
+@click.option("--hybrid", is_flag=True, help="Fuse sparse and dense hits with RRF (needs a --hybrid ingest).")
+@click.option("--rrf-k", type=int, default=60, show_default=True, help="RRF constant: score = sum 1/(rrf_k + rank).")
+@device_option
+@threads_option
+@json_option
+def search(query: str, backend: str, collection: str, store: str | None, url: str | None, api_key: str | None,
+           model: str | None, top_k: int, k: int | None, filters: tuple[str, ...], hybrid: bool, rrf_k: int,
+           device: str, threads: int, as_json: bool) -> None:
+    """Search a collection for QUERY; prints rank, score, source and a snippet."""
+    from ..head import check_k
+    from ..integrations.base import CollectionMismatchError
+
+    if top_k <= 0:
+        raise click.BadParameter("must be positive", param_hint="--top-k")
+    if rrf_k <= 0:
+        raise click.BadParameter("must be positive", param_hint="--rrf-k")
+    flt = parse_filters(filters)
+    be = _open(backend, collection, store, url, api_key, create=False, threads=threads or None)
+    try:
+        if hybrid and not be.meta.d:
+            raise CollectionMismatchError(f"collection {collection!r} has no dense vectors: re-ingest with --hybrid")
+        enc = load_encoder(model, device, threads)
+        if enc.model_id != be.meta.model_id:
+            raise CollectionMismatchError(
+                f"collection {collection!r} was built with model {be.meta.model_id}, this is {enc.model_id}: "
+                "pass the same --model")
+        try:
+            k = check_k(be.meta.k if k is None else k, enc.h)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--k") from None
+        dense = enc.encode_dense([query], prefix=enc.config.query_prefix)
+        code = enc.sparsify(dense, k)[0]
+        if hybrid:
+            hits = be.hybrid_search(code, dense[0], top_k=top_k, filter=flt, rrf_k=rrf_k)
+        else:
+            hits = be.search(code, top_k=top_k, filter=flt)
+    finally:
+        be.close()
+    if as_json:
+        click.echo(json.dumps([{"rank": r, **h.to_dict()} for r, h in enumerate(hits, 1)], indent=2))
+        return
+    if not hits:
+        click.echo("no results (no stored chunk shares an active latent with the query)"
+                   if not hybrid else "no results")
+        return
+    for rank, hit in enumerate(hits, 1):
+        p = hit.payload
+        where = _show(str(p.get("source", hit.id)))
+        if int(p.get("n_chunks", 1) or 1) > 1:
+            where += f" [{int(p.get('chunk', 0)) + 1}/{p['n_chunks']}]"
+        snippet = " ".join(str(p.get("text", "")).split())
+        snippet = snippet if len(snippet) <= 100 else snippet[:99] + "…"
+        click.echo(f"{rank:>3}  {hit.score:.4f}  {where}  {snippet}")

@@ -1,0 +1,378 @@
+"""Read a corpus into documents and split them into token windows for the encoder.
+
+Input: a folder (recursive), one file, or ``-`` (JSONL on stdin). Formats: .txt .md .rst (as is),
+.html/.htm (visible text), .json (an object or a list of objects), .jsonl/.ndjson (one object a
+line, optionally .gz), .csv (one row a document). Records take their text from ``text_field``
+(default ``text``; ``title`` is prepended when present), their id from ``_id``/``id`` and keep other
+scalar fields as user metadata.
+
+Never crashes on bad input: hidden entries, symlink loops, oversized, binary (NUL bytes), non-UTF-8,
+malformed JSON/CSV and empty files are skipped and reported with a reason. A JSONL file with one bad
+line is skipped whole, so its previously ingested documents stay as they were.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from .errors import CSRAdapterError
+
+TEXT_TYPES = {".txt", ".text", ".md", ".markdown", ".rst"}
+HTML_TYPES = {".html", ".htm"}
+RECORD_TYPES = {".json", ".jsonl", ".ndjson", ".csv"}
+SUPPORTED = TEXT_TYPES | HTML_TYPES | RECORD_TYPES
+DEFAULT_MAX_MB = 64.0
+STDIN = "<stdin>"
+
+
+class CorpusError(CSRAdapterError):
+    """The corpus path is missing, empty, or holds nothing that can be ingested."""
+
+
+@dataclass
+class Skip:
+    """An input left out of the ingest, and why."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass
+class Document:
+    """One document: ``source`` is its unique key (file path, or ``path#id`` for records)."""
+
+    source: str
+    file: str
+    text: str
+    doc_id: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def content_hash(self, salt: str = "") -> str:
+        """Hash of text + metadata (+ ``salt``, e.g. the chunking settings): changes when the doc does."""
+        digest = hashlib.sha256(self.text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0" + json.dumps(self.meta, sort_keys=True, default=str).encode() + b"\0" + salt.encode())
+        return digest.hexdigest()[:32]
+
+
+@dataclass
+class Corpus:
+    documents: list[Document]
+    files: list[str]  # files read successfully
+    seen: list[str]  # every file found (read or skipped), for --prune
+    skipped: list[Skip]
+    root: str | None  # the folder or file ingested (None for stdin)
+
+
+@dataclass
+class ReaderOptions:
+    text_field: str = "text"
+    title_field: str = "title"
+    id_fields: tuple[str, ...] = ("_id", "id")
+    max_bytes: int = int(DEFAULT_MAX_MB * 1e6)
+
+
+# -- files ---------------------------------------------------------------------------------------
+def walk(root: Path) -> tuple[list[Path], list[Skip]]:
+    """Files under ``root`` (sorted, symlinks followed once, hidden entries skipped)."""
+    files, skipped, seen_dirs, seen_files = [], [], set(), set()
+
+    def unreadable(exc: OSError) -> None:
+        skipped.append(Skip(str(exc.filename), f"unreadable directory ({exc.strerror})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
+        here = Path(dirpath)
+        st = here.stat()
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            skipped.append(Skip(str(here), "symlink loop or directory seen twice"))
+            dirnames[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                skipped.append(Skip(str(here / d), "hidden directory"))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = here / name
+            if name.startswith("."):
+                skipped.append(Skip(str(path), "hidden file"))
+                continue
+            try:
+                real = path.resolve(strict=True)
+            except (OSError, RuntimeError):
+                skipped.append(Skip(str(path), "broken symlink"))
+                continue
+            if real in seen_files:
+                skipped.append(Skip(str(path), f"same file as {real}"))
+                continue
+            seen_files.add(real)
+            files.append(path)
+    return files, skipped
+
+
+def _suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    return suffixes[0] if len(suffixes) == 2 and suffixes[1] == ".gz" else path.suffix.lower()
+
+
+def _decode(data: bytes) -> str:
+    """UTF-8 text, or :class:`ValueError` with the reason to skip."""
+    if b"\0" in data:
+        raise ValueError("binary file (NUL bytes)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+
+
+class _HTMLText(HTMLParser):
+    BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "title", "section", "article"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag in ("script", "style", "noscript", "template"):
+            self._skip += 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "noscript", "template"):
+            self._skip = max(0, self._skip - 1)
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_text(markup: str) -> str:
+    parser = _HTMLText()
+    parser.feed(markup)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def _scalar_meta(record: dict, exclude: set[str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    items = list(record.items())
+    if isinstance(record.get("metadata"), dict):
+        items += list(record["metadata"].items())
+    for key, value in items:
+        if key in exclude or key == "metadata" or not isinstance(key, str):
+            continue
+        if isinstance(value, (str, int, float, bool)) or (
+            isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value)
+        ):
+            meta[key] = value
+    return meta
+
+
+def _record_doc(record: Any, file: str, where: str, opts: ReaderOptions) -> Document:
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    text = record.get(opts.text_field)
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: no string {opts.text_field!r} field (set --text-field)")
+    title = record.get(opts.title_field)
+    if isinstance(title, str) and title.strip():
+        text = f"{title.strip()}\n{text}"
+    doc_id = next((str(record[f]) for f in opts.id_fields if record.get(f) not in (None, "")), where)
+    meta = _scalar_meta(record, {opts.text_field, opts.title_field, *opts.id_fields})
+    return Document(f"{file}#{doc_id}", file, text, doc_id, meta)
+
+
+def parse(text: str, kind: str, file: str, opts: ReaderOptions) -> list[Document]:
+    """Documents in one decoded file; :class:`ValueError` (one line) when the file must be skipped."""
+    if kind in HTML_TYPES:
+        return [Document(file, file, html_text(text), Path(file).stem)]
+    if kind in (".jsonl", ".ndjson"):
+        docs = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"line {n}: not JSON ({exc.msg})") from None
+                docs.append(_record_doc(record, file, f"line {n}", opts))
+        return docs
+    if kind == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+        rows = data if isinstance(data, list) else [data]
+        return [_record_doc(r, file, f"item {i}" if isinstance(data, list) else "object", opts)
+                for i, r in enumerate(rows, 1)]
+    if kind == ".csv":
+        try:
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            if opts.text_field not in (reader.fieldnames or []):
+                raise ValueError(f"no {opts.text_field!r} column (columns: {', '.join(reader.fieldnames or [])}; "
+                                 "set --text-field)")
+            return [_record_doc(row, file, f"row {n}", opts) for n, row in enumerate(reader, 1)]
+        except csv.Error as exc:
+            raise ValueError(f"bad CSV ({exc})") from None
+    return [Document(file, file, text, Path(file).stem)]
+
+
+def read_file(path: Path, opts: ReaderOptions, explicit: bool = False) -> list[Document]:
+    """Documents of one file, or :class:`ValueError` with the reason to skip it."""
+    kind = _suffix(path)
+    if kind not in SUPPORTED and not explicit:
+        raise ValueError(f"unsupported file type {kind or '(none)'}")
+    size = path.stat().st_size
+    if size > opts.max_bytes:
+        raise ValueError(f"{size / 1e6:.0f} MB is over the {opts.max_bytes / 1e6:.0f} MB cap (--max-file-mb)")
+    try:
+        data = path.read_bytes()
+        if path.suffix.lower() == ".gz":
+            data = gzip.decompress(data)
+            if len(data) > opts.max_bytes:
+                raise ValueError(f"decompresses past the {opts.max_bytes / 1e6:.0f} MB cap (--max-file-mb)")
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ValueError(f"unreadable ({getattr(exc, 'strerror', None) or exc})") from None
+    text = _decode(data)
+    if not text.strip():
+        raise ValueError("empty")
+    return parse(text, kind if kind in SUPPORTED else ".txt", os.path.abspath(path), opts)
+
+
+def _dedupe(docs: list[Document], skipped: list[Skip]) -> list[Document]:
+    out, seen = [], set()
+    for doc in docs:
+        if doc.source in seen:
+            skipped.append(Skip(doc.source, "duplicate id (kept the first)"))
+        elif not doc.text.strip():
+            skipped.append(Skip(doc.source, "empty text"))
+        else:
+            seen.add(doc.source)
+            out.append(doc)
+    return out
+
+
+def read_stdin(opts: ReaderOptions, stream=None) -> Corpus:
+    """JSONL documents from stdin; a malformed line is an error (nothing is written)."""
+    data = (stream or sys.stdin.buffer).read(opts.max_bytes + 1)
+    if len(data) > opts.max_bytes:
+        raise CorpusError(f"stdin: over the {opts.max_bytes / 1e6:.0f} MB cap (--max-file-mb)")
+    try:
+        docs = parse(_decode(data), ".jsonl", STDIN, opts)
+    except ValueError as exc:
+        raise CorpusError(f"stdin: {exc}") from None
+    skipped: list[Skip] = []
+    docs = _dedupe(docs, skipped)
+    if not docs:
+        raise CorpusError("stdin: no documents (expected one JSON object a line with a 'text' field)")
+    return Corpus(docs, [STDIN], [STDIN], skipped, None)
+
+
+def read_corpus(path: str | os.PathLike, opts: ReaderOptions | None = None) -> Corpus:
+    """Read a folder, a file or ``-`` (stdin JSONL) into a :class:`Corpus`."""
+    opts = opts or ReaderOptions()
+    if str(path) == "-":
+        return read_stdin(opts)
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise CorpusError(f"{path}: no such file or directory")
+    if root.is_dir():
+        files, skipped = walk(root)
+        if not files and not skipped:
+            raise CorpusError(f"{path}: empty folder, nothing to ingest")
+    else:
+        files, skipped = [root], []
+    docs: list[Document] = []
+    read: list[str] = []
+    for file in files:
+        try:
+            docs += read_file(file, opts, explicit=not root.is_dir())
+            read.append(os.path.abspath(file))
+        except ValueError as exc:
+            skipped.append(Skip(str(file), str(exc)))
+    docs = _dedupe(docs, skipped)
+    if not docs:
+        why = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in skipped[:3]) or "no files"
+        more = f" (+{len(skipped) - 3} more)" if len(skipped) > 3 else ""
+        raise CorpusError(f"{path}: nothing to ingest ({why}{more})")
+    return Corpus(docs, read, [os.path.abspath(f) for f in files], skipped, os.path.abspath(root))
+
+
+# -- chunking --------------------------------------------------------------------------------------
+@dataclass
+class Chunk:
+    text: str
+    tokens: int
+
+
+class Chunker:
+    """Token windows of ``max_tokens`` with ``overlap`` tokens shared between neighbours.
+
+    Windows are cut on the backbone's own tokenizer and map back to exact character spans of the
+    source text, so each chunk fits the encoder without truncation.
+    """
+
+    def __init__(self, tokenizer, max_tokens: int, overlap: int) -> None:
+        if max_tokens <= 0 or not 0 <= overlap < max_tokens:
+            raise ValueError(f"need 0 <= overlap < max_tokens, got {overlap} and {max_tokens}")
+        self.tokenizer, self.max_tokens, self.overlap = tokenizer, max_tokens, overlap
+
+    @classmethod
+    def for_encoder(cls, encoder, overlap: int | None = None) -> Chunker:
+        """Windows sized to the backbone's max length (minus special tokens); overlap 1/8 by default."""
+        tok = encoder.backbone.tokenizer
+        size = encoder.backbone.max_seq_length - tok.num_special_tokens_to_add(pair=False)
+        return cls(tok, size, size // 8 if overlap is None else overlap)
+
+    @property
+    def signature(self) -> str:
+        return f"tokens={self.max_tokens},overlap={self.overlap}"
+
+    def split(self, texts: list[str], batch: int = 256) -> Iterator[list[Chunk]]:
+        """For each text, its chunks (none for blank text), in order."""
+        import logging
+
+        log = logging.getLogger("transformers.tokenization_utils_base")
+        level = log.level
+        log.setLevel(logging.ERROR)  # "sequence longer than max length": expected, we cut it here
+        try:
+            for start in range(0, len(texts), batch):
+                part = texts[start:start + batch]
+                enc = self.tokenizer(part, add_special_tokens=False, return_offsets_mapping=True,
+                                     return_attention_mask=False, return_token_type_ids=False)
+                for text, offsets in zip(part, enc["offset_mapping"]):
+                    yield self._windows(text, offsets)
+        finally:
+            log.setLevel(level)
+
+    def _windows(self, text: str, offsets: list[tuple[int, int]]) -> list[Chunk]:
+        n = len(offsets)
+        if n == 0:
+            return [Chunk(text.strip(), 0)] if text.strip() else []
+        if n <= self.max_tokens:
+            return [Chunk(text.strip(), n)]
+        stride = self.max_tokens - self.overlap
+        chunks = []
+        for s in range(0, n - self.overlap, stride):
+            e = min(s + self.max_tokens, n)
+            chunks.append(Chunk(text[offsets[s][0]:offsets[e - 1][1]].strip(), e - s))
+            if e == n:
+                break
+        return chunks

@@ -1,0 +1,105 @@
+"""Qdrant collection layout shared by the embedded (Qdrant Edge) and server (qdrant-client) backends.
+
+One collection holds, per chunk:
+
+- the named sparse vector ``csr``: the L2-normalised CSRv2 code, scored by dot product (= cosine);
+  an optional IDF modifier (off by default: CSR codes are not term counts);
+- optionally the named dense vector ``dense``: the backbone embedding (``d`` floats, dot product),
+  for ``--hybrid`` search fused with Reciprocal Rank Fusion (``1 / (rrf_k + rank)``);
+- a JSON payload (text, source, chunk index, content hash, user metadata under ``meta``).
+
+The collection records the :class:`~.base.CollectionMeta` it was built with (model id, h, k, dense
+dim, IDF); opening it with different values raises :class:`~.base.CollectionMismatchError`.
+Sparse hits with score <= 0 are dropped on both paths (the server drops them, local mode does not).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .base import Backend, BackendError, CollectionMeta, CollectionMismatchError
+
+SPARSE = "csr"
+DENSE = "dense"
+DEFAULT_COLLECTION = "csr"
+DEFAULT_RRF_K = 60  # the RRF paper's constant; qdrant-client's own default (2) lets one list's outlier win
+MIN_SCORE = 1e-30  # score_threshold for sparse queries: keeps only hits that share a latent
+PREFETCH_FACTOR = 4  # hybrid: each branch fetches max(PREFETCH_MIN, factor * top_k) candidates
+PREFETCH_MIN = 50
+
+
+def default_path(collection: str = DEFAULT_COLLECTION) -> Path:
+    """Where the embedded engine keeps ``collection``: ``./.csr-adapter/qdrant/<collection>``."""
+    root = os.environ.get("CSR_ADAPTER_HOME") or ".csr-adapter"
+    return Path(root) / "qdrant" / collection
+
+
+def check_collection_name(name: str) -> str:
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or len(name) > 200:
+        raise BackendError(f"invalid collection name {name!r}: use letters, digits, '-', '_' or '.'")
+    return name
+
+
+def check_meta(stored: CollectionMeta, wanted: CollectionMeta | None, where: str) -> CollectionMeta:
+    """Return ``stored``; raise a one-line :class:`CollectionMismatchError` if ``wanted`` differs."""
+    if wanted is None:
+        return stored
+    diffs = stored.mismatches(wanted)
+    if diffs:
+        raise CollectionMismatchError(
+            f"{where} was built with another model or vector config ({'; '.join(diffs)}, stored != requested): "
+            "use another --collection, the same --model/--k/--hybrid/--idf, or --recreate"
+        )
+    return stored
+
+
+def filter_terms(filter: dict[str, Any] | None) -> list[tuple[str, list[Any]]]:
+    """``{key: value | [values]}`` -> ``[(key, values)]``; equality, a list means any of; dotted keys nest."""
+    terms = []
+    for key, value in (filter or {}).items():
+        values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        if not key or not values or any(not isinstance(v, (str, int, bool)) for v in values):
+            raise ValueError(f"filter {key!r}: values must be str, int or bool (or a non-empty list)")
+        terms.append((key, values))
+    return terms
+
+
+def prefetch_limit(top_k: int) -> int:
+    return max(PREFETCH_MIN, PREFETCH_FACTOR * top_k)
+
+
+def open_qdrant(
+    collection: str = DEFAULT_COLLECTION, *, path: str | os.PathLike | None = None, url: str | None = None,
+    api_key: str | None = None, meta: CollectionMeta | None = None, recreate: bool = False,
+    create: bool = True, client: Any = None, threads: int | None = None, timeout: float = 10.0,
+    **options: Any,
+) -> Backend:
+    """Open (or create) ``collection``: on a Qdrant server when ``url``/``client`` is given, else embedded.
+
+    ``path`` is the embedded storage root (the collection lives in ``path/<collection>``); default
+    ``./.csr-adapter/qdrant``. Without ``path``, ``QDRANT_URL``/``QDRANT_API_KEY`` from the environment
+    select a server. ``meta`` is what the caller will write; ``None`` = read-only use (search).
+    """
+    check_collection_name(collection)
+    if path is not None and (url or client is not None):
+        raise BackendError("--path and --url are exclusive: --path is the embedded store, --url a server")
+    if path is None:
+        url = url or os.environ.get("QDRANT_URL") or None
+    if client is not None or url:
+        from .qdrant_server import QdrantServerBackend
+
+        api_key = api_key or os.environ.get("QDRANT_API_KEY") or None
+        return QdrantServerBackend(collection, url=url, api_key=api_key, client=client, meta=meta,
+                                   recreate=recreate, create=create, timeout=timeout, **options)
+    from .qdrant_edge import EdgeBackend
+
+    location = Path(path) / collection if path is not None else default_path(collection)
+    return EdgeBackend(location, meta=meta, recreate=recreate, create=create, threads=threads, **options)
+
+
+def chunked(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
