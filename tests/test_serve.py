@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -23,9 +22,9 @@ DOCS = {
 
 
 @pytest.fixture(scope="module")
-def enc(request):
-    name = "untrained_encoder" if os.environ.get("CSR_SERVE_TEST_UNTRAINED") else "encoder"
-    return request.getfixturevalue(name)
+def enc(encoder):
+    """The shipped default model (session fixture from conftest)."""
+    return encoder
 
 
 class MemorySparse:
@@ -62,16 +61,20 @@ class MemorySparse:
         pass
 
 
+def make_points(enc) -> list[Point]:
+    """DOCS as points with both a sparse code and a dense vector."""
+    texts = [t for t, _ in DOCS.values()]
+    codes, dense = enc.encode_documents(texts), enc.encode_dense(texts)
+    return [Point(i, {"text": t, "topic": topic}, codes[n], dense[n]) for n, (i, (t, topic)) in enumerate(DOCS.items())]
+
+
 @pytest.fixture(scope="module")
 def collection(enc):
     from csr_adapter.integrations.faiss import FaissBackend
     from csr_adapter.integrations.fallback import FallbackSearcher
 
-    texts = [t for t, _ in DOCS.values()]
-    codes, dense = enc.encode_documents(texts), enc.encode_dense(texts)
     sparse, dense_index = MemorySparse(), FaissBackend(None)
-    points = [Point(i, {"text": t, "topic": topic}, codes[n], dense[n])
-              for n, (i, (t, topic)) in enumerate(DOCS.items())]
+    points = make_points(enc)
     sparse.upsert(points)
     dense_index.upsert(points)
     return FallbackSearcher(enc, sparse=sparse, dense=dense_index)
