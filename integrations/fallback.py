@@ -162,3 +162,66 @@ class FallbackSearcher:
         for backend in (self.sparse, self.dense):
             if backend is not None:
                 backend.close()
+
+
+class WithFallback:
+    """A write-side :class:`~.base.Backend` keeping a sparse backend and its dense fallback in one id
+    space (``ingest --with-fallback``): points go to both (the sparse side keeps dense vectors only
+    with ``keep_dense``, i.e. a hybrid collection); deletes go to both.
+
+    Sync: ``scroll`` reports only points present in both, so a resumed or repeated ingest re-writes
+    chunks the fallback lacks; :meth:`sync` drops fallback points the sparse side no longer has.
+    """
+
+    def __init__(self, sparse: Backend, dense: Backend, keep_dense: bool = False) -> None:
+        self.sparse, self.dense, self.keep_dense = sparse, dense, keep_dense
+        self.name = f"{sparse.name}+{dense.name}"
+        self.meta = getattr(sparse, "meta", None)
+
+    def upsert(self, points: Sequence[Any]) -> None:
+        points = list(points)
+        missing = [p.id for p in points if p.dense is None]
+        if missing:
+            raise FallbackConfigError(f"point {missing[0]!r} has no dense vector for the fallback index")
+        from dataclasses import replace
+
+        self.sparse.upsert(points if self.keep_dense else [replace(p, dense=None) for p in points])
+        self.dense.upsert(points)  # after the sparse side: the fallback never holds what sparse lacks
+
+    def delete(self, ids: Any) -> None:
+        ids = list(ids)
+        self.sparse.delete(ids)
+        self.dense.delete(ids)
+
+    def count(self) -> int:
+        return self.sparse.count()
+
+    def scroll(self, fields: Sequence[str] | None = None):
+        in_dense = set(self.dense.ids())
+        for pid, payload in self.sparse.scroll(fields):
+            if pid in in_dense:
+                yield pid, payload
+
+    def sync(self) -> dict[str, int]:
+        """Delete fallback points absent from the sparse side; count sparse points the fallback lacks."""
+        sparse_ids = {pid for pid, _ in self.sparse.scroll([])}
+        dense_ids = set(self.dense.ids())
+        orphans = sorted(dense_ids - sparse_ids)
+        if orphans:
+            self.dense.delete(orphans)
+        return {"removed_from_fallback": len(orphans), "missing_from_fallback": len(sparse_ids - dense_ids)}
+
+    def optimize(self) -> None:
+        if hasattr(self.sparse, "optimize"):
+            self.sparse.optimize()
+        if hasattr(self.dense, "flush"):
+            self.dense.flush()
+
+    def info(self) -> dict[str, Any]:
+        return {**self.sparse.info(), "fallback": self.dense.info()}
+
+    def close(self) -> None:
+        try:
+            self.sparse.close()
+        finally:
+            self.dense.close()

@@ -176,9 +176,12 @@ def test_bad_input(tmp_path, vectors):
 
 
 def test_real_backbone_vectors_find_the_relevant_doc(encoder, scifact_slice):
+    from csr_adapter.cache import cached_dense
+
     ids, texts = zip(*scifact_slice["docs"].items())
+    dense = cached_dense(encoder, list(texts), prefix=encoder.config.document_prefix, show_progress_bar=False)
     be = FaissBackend(None, meta=CollectionMeta(encoder.model_id, encoder.h, encoder.k, encoder.d))
-    be.upsert([Point(i, {"text": t}, dense=v) for i, t, v in zip(ids, texts, encoder.encode_dense(list(texts)))])
+    be.upsert([Point(i, {"text": t}, dense=v) for i, t, v in zip(ids, texts, dense)])
     qids = list(scifact_slice["queries"])[:20]
     q = encoder.encode_dense([scifact_slice["queries"][x] for x in qids], prefix=encoder.config.query_prefix)
     found = sum(bool(set(h.id for h in hits) & set(scifact_slice["qrels"][x]))
