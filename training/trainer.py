@@ -435,6 +435,8 @@ class Trainer:
         }
         self.encoder._model_id = None
         self.encoder.save_pretrained(self.out, save_backbone=self.cfg.finetune_backbone)
+        if self.cfg.finetune_backbone:  # reload: the backbone's identity becomes its saved weights' hash,
+            self.encoder = CSREncoder.from_pretrained(self.out, device=str(self.device))  # so caches can't mix
         return self.encoder
 
 

@@ -1,0 +1,154 @@
+"""`csr-adapter train` and `csr-adapter eval`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from .options import device_option, json_option, model_option, threads_option
+
+KINDS = ("auto", "beir", "pairs", "labelled", "raw")
+
+
+def _parse_ks(value: str) -> list[int]:
+    try:
+        ks = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint="--k") from None
+    if not ks or any(k < 1 for k in ks):
+        raise click.BadParameter(f"every k must be >= 1, got {value!r}", param_hint="--k")
+    return ks
+
+
+def _score_rows(rows: list[dict]) -> list[dict]:
+    return [{"k": r["k"], "nDCG@10": r["ndcg@10"], "Recall@100": r["recall@100"],
+             "mean active dims": r["mean_active"], "dead latents %": r.get("dead_pct", 0.0)} for r in rows]
+
+
+@click.command()
+@click.argument("data", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output model directory.")
+@click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
+              help="Data layout of every DATA (auto-detected by default).")
+@click.option("--k", type=int, default=8, show_default=True, help="Target active latents per code.")
+@click.option("--h", type=int, default=None, help="Latents (default 4 x backbone dim).")
+@click.option("--k-init", type=int, default=64, show_default=True, help="k at step 0 (annealed down to --k).")
+@click.option("--anneal-frac", type=float, default=0.7, show_default=True,
+              help="Fraction of steps over which k falls (0 = no annealing).")
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Head learning rate.")
+@click.option("--backbone-lr", type=float, default=2e-5, show_default=True,
+              help="Backbone learning rate (with --finetune-backbone).")
+@click.option("--contrastive-weight", type=float, default=0.1, show_default=True)
+@click.option("--temperature", type=float, default=0.1, show_default=True)
+@click.option("--aux-weight", type=float, default=1 / 32, show_default=True)
+@click.option("--k-aux", type=int, default=512, show_default=True)
+@click.option("--dead-window", type=int, default=50, show_default=True,
+              help="Steps without firing after which a latent is dead (AuxK).")
+@click.option("--recon4k-weight", type=float, default=0.125, show_default=True)
+@click.option("--holdout-frac", type=float, default=0.0, show_default=True,
+              help="Share of BEIR train queries held out: per-epoch nDCG@10, best epoch kept.")
+@click.option("--finetune-backbone", is_flag=True, help="Train the backbone end to end (slow on CPU).")
+@click.option("--backbone", default=None, help="Backbone (default: stock all-MiniLM-L6-v2) or local dir.")
+@click.option("--max-seq-length", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
+@click.option("--eval-data", type=click.Path(file_okay=False), default=None,
+              help="BEIR folder to evaluate after training; scores go into the model card.")
+@click.option("--eval-split", default="test", show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Embedding cache folder.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@device_option
+@threads_option
+def train(data: tuple[str, ...], out: str, kind: str, eval_data: str | None, eval_split: str,
+          no_progress: bool, resume: bool, **settings) -> None:
+    """Train a CSRv2 head on DATA (BEIR folders, pairs/labelled JSONL, raw corpora; mixable)."""
+    from ..training.beir import load_beir
+    from ..training.data import load_source
+    from ..training.evaluate import evaluate_beir
+    from ..training.trainer import TrainConfig, Trainer
+
+    cfg = TrainConfig(**settings)
+    if eval_data:
+        load_beir(eval_data, split=eval_split)  # bad eval data fails before training, not after
+    sources, heldout = [], None
+    for path in data:
+        src, held = load_source(path, kind, cfg.holdout_frac, cfg.seed)
+        sources.append(src)
+        heldout = heldout or held
+    trainer = Trainer(sources, cfg, out, heldout=heldout, resume=resume, progress=not no_progress,
+                      echo=lambda m: click.echo(m, err=True))
+    enc = trainer.fit()
+    command = "csr-adapter " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    enc.config.training["command"] = command
+    scores = {}
+    if heldout is not None:
+        rows = [{"k": k, "ndcg@10": trainer.heldout_ndcg(k), "recall@100": float("nan"), "mean_active": float(k)}
+                for k in sorted({2, 4, cfg.k, 16, 32})]
+        scores["held-out train queries, nDCG@10"] = {
+            "rows": [{"k": r["k"], "nDCG@10": r["ndcg@10"]} for r in rows], "command": command}
+    if eval_data:
+        rows = evaluate_beir(enc, load_beir(eval_data, split=eval_split), ks=sorted({2, 4, cfg.k, 16, 32}),
+                             cache_dir=cfg.cache_dir, show_progress_bar=not no_progress)
+        scores[f"{Path(eval_data).name} {eval_split}"] = {
+            "rows": _score_rows(rows),
+            "command": f"csr-adapter eval --data {shlex.quote(eval_data)} --model {shlex.quote(out)} "
+                       f"--split {eval_split}"}
+    enc.config.scores = scores
+    enc.save_pretrained(out, save_backbone=cfg.finetune_backbone)
+    click.echo(f"wrote {out}", err=True)
+
+
+def _format_rows(rows: list[dict]) -> list[str]:
+    head = f"{'k':>6} {'nDCG@10':>8} {'R@100':>7} {'active':>7} {'dead%':>6} {'sum p^2':>8} {'longest':>8}"
+    lines = [head]
+    for r in rows:
+        if r["k"] == "dense":
+            lines.append(f"{'dense':>6} {r['ndcg@10']:8.4f} {r['recall@100']:7.4f} {r['mean_active']:7.0f}"
+                         f" {'-':>6} {'-':>8} {'-':>8}")
+        else:
+            lines.append(f"{r['k']:>6} {r['ndcg@10']:8.4f} {r['recall@100']:7.4f} {r['mean_active']:7.2f}"
+                         f" {r['dead_pct']:6.1f} {r['posting_sum_p2']:8.5f} {r['longest_list']:>8}")
+    return lines
+
+
+@click.command("eval")
+@click.option("--data", "data", required=True, type=click.Path(file_okay=False), help="BEIR folder.")
+@model_option
+@click.option("--k", "ks", default="2,4,8,16,32", show_default=True, help="Comma-separated k values.")
+@click.option("--split", default="test", show_default=True, help="qrels split to evaluate.")
+@click.option("--no-dense", is_flag=True, help="Skip the dense backbone reference row.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Embedding cache folder.")
+@device_option
+@threads_option
+@json_option
+def eval_cmd(data: str, model: str | None, ks: str, split: str, no_dense: bool, cache_dir: str | None,
+             device: str, threads: int, as_json: bool) -> None:
+    """nDCG@10, Recall@100, active dims, dead latents and posting-list skew on a BEIR split, per k."""
+    from ..training.beir import load_beir
+    from ..training.evaluate import evaluate_beir
+    from .options import load_encoder
+
+    k_list = _parse_ks(ks)
+    beir = load_beir(data, split=split)
+    enc = load_encoder(model, device, threads)
+    bad = [k for k in k_list if k > enc.h]
+    if bad:
+        raise click.BadParameter(f"k={bad[0]} exceeds the model's h={enc.h}", param_hint="--k")
+    fine_tuned = enc.backbone.identity != "all-MiniLM-L6-v2"
+    rows = evaluate_beir(enc, beir, ks=k_list, dense=not no_dense, cache_dir=cache_dir,
+                         show_progress_bar=not as_json)
+    result = {"data": str(data), "split": split, "model": model or "default", "model_id": enc.model_id,
+              "queries": len(beir.qrels), "docs": len(beir.corpus), "rows": rows}
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{Path(data).name} {split}: {len(beir.qrels)} queries, {len(beir.corpus)} docs, "
+               f"model {result['model']} ({enc.model_id}{', finetuned backbone' if fine_tuned else ''})")
+    for line in _format_rows(rows):
+        click.echo(line)

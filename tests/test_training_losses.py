@@ -1,0 +1,142 @@
+"""Each CSRv2 loss term on tiny real inputs (real MiniLM embeddings of real texts)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import BANKING77
+from csr_adapter.training.losses import (
+    annealed_k,
+    auxk_loss,
+    dead_mask,
+    infonce_loss,
+    label_mask,
+    normalized_mse,
+    supcon_loss,
+)
+
+from csr_adapter.head import CSRHead, topk_relu
+
+
+@pytest.fixture(scope="module")
+def banking(encoder):
+    """Real Banking77 train texts of 6 intents (12 each), embedded with the real backbone."""
+    with gzip.open(BANKING77 / "train.jsonl.gz", "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    labels = sorted({r["label"] for r in rows})[:6]
+    picked = [r for lab in labels for r in [r for r in rows if r["label"] == lab][:12]]
+    x = torch.from_numpy(encoder.encode_dense([r["text"] for r in picked], batch_size=36))
+    y = torch.tensor([labels.index(r["label"]) for r in picked])
+    return x, y
+
+
+def _head(seed: int = 0, d: int = 384, h: int = 1536) -> CSRHead:
+    head = CSRHead(d, h)
+    head.reset_parameters(torch.Generator().manual_seed(seed))
+    return head
+
+
+def test_annealed_k_sequence() -> None:
+    seq = [annealed_k(t, 100, 64, 8, 0.7) for t in range(100)]
+    assert seq[0] == 64
+    assert all(a >= b for a, b in zip(seq, seq[1:]))  # never rises
+    assert seq[35] == 36  # linear: 64 + (8 - 64) * 35 / 70
+    assert set(seq[70:]) == {8}
+    assert seq[69] > 8
+    assert [annealed_k(t, 10, 8, 8) for t in range(10)] == [8] * 10  # k_init == k: constant
+    assert [annealed_k(t, 10, 64, 8, 0.0) for t in range(10)] == [8] * 10  # no annealing
+
+
+def test_recon_terms(banking) -> None:
+    x, _ = banking
+    head = _head()
+    assert float(normalized_mse(x, x)) == 0.0
+    pre = head.pre_activation(x)
+    with torch.no_grad():
+        err_k = float(normalized_mse(x, head.decode(topk_relu(pre, 8))))
+        err_4k = float(normalized_mse(x, head.decode(topk_relu(pre, 32))))
+    assert np.isfinite(err_k) and np.isfinite(err_4k)
+    pre_before = pre.clone()
+    _ = topk_relu(pre, 32)
+    assert torch.equal(pre, pre_before)  # nothing masks pre in place
+
+
+def test_auxk_zero_when_no_latent_dead(banking) -> None:
+    x, _ = banking
+    head = _head()
+    pre = head.pre_activation(x)
+    x_hat = head.decode(topk_relu(pre, 8))
+    none_dead = dead_mask(torch.zeros(1536, dtype=torch.long), window=10)
+    assert not none_dead.any()
+    assert float(auxk_loss(pre, x, x_hat, none_dead, 512, head.W, head.b_pre)) == 0.0
+
+
+def test_auxk_trains_dead_latents_only(banking) -> None:
+    x, _ = banking
+    head = _head()
+    pre = head.pre_activation(x)
+    x_hat = head.decode(topk_relu(pre, 8))
+    steps = torch.zeros(1536, dtype=torch.long)
+    steps[:100] = 20  # latents 0..99 have not fired for 20 steps
+    dead = dead_mask(steps, window=10)
+    assert int(dead.sum()) == 100
+    loss = auxk_loss(pre, x, x_hat, dead, 512, head.W, head.b_pre)
+    assert float(loss) > 0
+    loss.backward()
+    rows_with_grad = head.W.grad.abs().sum(dim=1) > 0
+    assert rows_with_grad[:100].any() and not rows_with_grad[100:].any()
+
+
+def test_supcon_with_real_labels_separates_classes(banking) -> None:
+    """A head trained only with SupCon on real Banking77 intents puts same-intent codes together."""
+    x, y = banking
+    train = torch.arange(len(y)) % 3 != 0  # 2/3 train, 1/3 held out
+    head = _head(1, h=512)
+
+    def nn_accuracy() -> float:
+        with torch.no_grad():
+            z = torch.nn.functional.normalize(head(x, 8), dim=-1)
+        sim = z[~train] @ z[train].T
+        return float((y[train][sim.argmax(dim=1)] == y[~train]).float().mean())
+
+    pos = label_mask(y[train])
+    with torch.no_grad():
+        before_loss = float(supcon_loss(head(x[train], 8), pos, 0.1))
+    before = nn_accuracy()
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(40):
+        loss = supcon_loss(head(x[train], 8), pos, 0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after_loss = float(supcon_loss(head(x[train], 8), pos, 0.1))
+    assert after_loss < 0.75 * before_loss
+    assert nn_accuracy() >= before and nn_accuracy() >= 0.8
+    # the labels matter: with every label distinct there are no positives and the term is zero
+    assert float(supcon_loss(head(x[train], 8), label_mask(torch.arange(int(train.sum()))), 0.1)) == 0.0
+
+
+def test_label_mask_unlabelled_rows_have_no_positives() -> None:
+    mask = label_mask(torch.tensor([0, 0, -1, -1, 1]))
+    assert mask[0, 1] and not mask[2, 3] and not mask[2].any() and not mask[0, 4]
+
+
+def test_infonce_prefers_true_pairs(encoder, scifact_slice) -> None:
+    qids = list(scifact_slice["queries"])[:16]
+    queries = [scifact_slice["queries"][q] for q in qids]
+    docs = [scifact_slice["docs"][next(iter(scifact_slice["qrels"][q]))] for q in qids]
+    xq = torch.from_numpy(encoder.encode_dense(queries))
+    xd = torch.from_numpy(encoder.encode_dense(docs))
+    head = encoder.head
+    with torch.no_grad():
+        zq, zd = head(xq, 16), head(xd, 16)
+        true = float(infonce_loss(zq, zd, 0.1))
+        shuffled = float(infonce_loss(zq, zd.roll(1, dims=0), 0.1))
+    assert true < shuffled
+    same = torch.ones(16, 16, dtype=torch.bool)  # ignoring every negative leaves only the positive
+    assert float(infonce_loss(zq, zd, 0.1, ignore=same)) == pytest.approx(0.0, abs=1e-6)
