@@ -29,7 +29,7 @@ from pydantic import ConfigDict  # noqa: E402
 
 from ..sparse import SparseEmbedding  # noqa: E402
 from .base import Backend, Point, SearchHit  # noqa: E402
-from .fallback import FallbackSearcher  # noqa: E402
+from .fallback import FallbackSearcher, WithFallback  # noqa: E402
 
 _ENCODERS: dict[tuple[str | None, str], Any] = {}
 _ENCODERS_LOCK = threading.Lock()
@@ -180,6 +180,8 @@ class CSRVectorStore(VectorStore):
         self.dense = dense
         self.sparse = sparse
         self.searcher = FallbackSearcher(None, sparse, dense, rerank=rerank)
+        hybrid = bool(getattr(getattr(sparse, "meta", None), "d", None))  # sparse side stores dense too
+        self._writer = WithFallback(sparse, dense, keep_dense=hybrid) if sparse is not None else dense
 
     @property
     def embeddings(self) -> Embeddings:
@@ -216,18 +218,13 @@ class CSRVectorStore(VectorStore):
                          for v in self.sparse_embedding.embed_documents(texts)]
         points = [Point(i, {"text": t, "metadata": dict(m or {})}, sparse=c, dense=d)
                   for i, t, m, c, d in zip(ids, texts, metadatas, codes, dense)]
-        self.dense.upsert(points)
-        if self.sparse is not None:
-            self.sparse.upsert(points)
+        self._writer.upsert(points)
         return ids
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         if ids is None:
             raise ValueError("delete needs ids (deleting everything is not supported; use a new path)")
-        ids = [str(i) for i in ids]
-        self.dense.delete(ids)
-        if self.sparse is not None:
-            self.sparse.delete(ids)
+        self._writer.delete([str(i) for i in ids])
         return True
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:

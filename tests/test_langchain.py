@@ -1,0 +1,185 @@
+"""LangChain integration: the langchain-tests standard suites plus langchain-qdrant interop."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+pytest.importorskip("langchain_tests")
+qdrant_edge = pytest.importorskip("csr_adapter.integrations.qdrant_edge")
+
+from csr_adapter.integrations import langchain as lc  # noqa: E402
+from csr_adapter.integrations.base import CollectionMeta, Point  # noqa: E402
+from csr_adapter.integrations.faiss import FaissBackend  # noqa: E402
+from csr_adapter.integrations.fallback import FallbackSearcher, WithFallback  # noqa: E402
+from langchain_core.documents import Document  # noqa: E402
+from langchain_tests.integration_tests import (  # noqa: E402
+    EmbeddingsIntegrationTests,
+    RetrieversIntegrationTests,
+    VectorStoreIntegrationTests,
+)
+from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
+
+STATE: dict = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_encoder(encoder):
+    """The suites build objects from params; make them reuse the session's model instead of reloading."""
+    for device in ("auto", "cpu"):
+        lc._ENCODERS[(None, device)] = encoder
+    yield encoder
+    lc._ENCODERS.clear()
+
+
+@pytest.fixture(scope="module")
+def corpus(encoder, scifact_slice, tmp_path_factory):
+    """The SciFact slice in a Qdrant Edge shard (k=8) + FAISS fallback, written through WithFallback."""
+    from csr_adapter.cache import cached_dense
+
+    doc_ids, texts = zip(*scifact_slice["docs"].items())
+    dense = cached_dense(encoder, list(texts), prefix=encoder.config.document_prefix, show_progress_bar=False)
+    codes = encoder.sparsify(dense, k=8)
+    root = tmp_path_factory.mktemp("lc")
+    sparse = qdrant_edge.EdgeBackend(root / "q", meta=CollectionMeta(encoder.model_id, encoder.h, 8))
+    fallback = FaissBackend(root / "f", meta=CollectionMeta(encoder.model_id, encoder.h, 8, encoder.d))
+    WithFallback(sparse, fallback).upsert([
+        Point(str(uuid.uuid5(uuid.NAMESPACE_URL, d)), {"text": t, "source": f"{d}.txt", "chunk": 0}, codes[i], dense[i])
+        for i, (d, t) in enumerate(zip(doc_ids, texts))])
+    STATE["searcher"] = FallbackSearcher(encoder, sparse, fallback)
+    yield {"texts": list(texts), "doc_ids": list(doc_ids), "queries": list(scifact_slice["queries"].values())}
+    sparse.close()
+    fallback.close()
+
+
+class TestCSREmbeddingsUnit(EmbeddingsUnitTests):
+    @property
+    def embeddings_class(self):
+        return lc.CSREmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict:
+        return {"device": "cpu"}
+
+
+class TestCSREmbeddingsIntegration(EmbeddingsIntegrationTests):
+    @property
+    def embeddings_class(self):
+        return lc.CSREmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict:
+        return {"device": "cpu", "output": "decoded"}
+
+
+class TestCSRRetriever(RetrieversIntegrationTests):
+    @pytest.fixture(autouse=True)
+    def _corpus(self, corpus):
+        return corpus
+
+    @property
+    def retriever_constructor(self):
+        return lc.CSRRetriever
+
+    @property
+    def retriever_constructor_params(self) -> dict:
+        return {"searcher": STATE["searcher"], "k": 4}
+
+    @property
+    def retriever_query_example(self) -> str:
+        return "Vitamin D deficiency and bone fractures"
+
+
+class TestCSRVectorStore(VectorStoreIntegrationTests):
+    @pytest.fixture
+    def vectorstore(self):
+        store = lc.CSRVectorStore(self.get_embeddings())  # in-memory FAISS, any Embeddings
+        yield store
+
+
+class TestCSRVectorStoreOnDisk(VectorStoreIntegrationTests):
+    @pytest.fixture
+    def vectorstore(self, tmp_path):
+        store = lc.CSRVectorStore(self.get_embeddings(), path=str(tmp_path / "store"))
+        yield store
+        store.dense.close()
+
+    @property
+    def has_async(self) -> bool:
+        return False  # same code path as the in-memory store; keep the suite short
+
+
+def test_retriever_metadata_filters_and_fallback(corpus):
+    retriever = lc.CSRRetriever(searcher=STATE["searcher"], k=5)
+    docs = retriever.invoke(corpus["queries"][0])
+    assert len(docs) == 5 and all(isinstance(d, Document) and d.id for d in docs)
+    for d in docs:
+        assert {"source", "chunk", "score", "served_by", "id"} <= set(d.metadata) and d.page_content
+        assert d.metadata["served_by"] in ("sparse", "dense")
+    src = [f"{x}.txt" for x in corpus["doc_ids"][:2]]
+    docs = retriever.invoke(corpus["queries"][0], k=7, filter={"source": src})
+    assert 1 <= len(docs) <= 2 and all(d.metadata["source"] in src for d in docs)
+    empty = retriever.invoke("")  # empty code: served by the dense fallback, never empty
+    assert len(empty) == 5 and {d.metadata["served_by"] for d in empty} == {"dense"}
+
+
+async def test_retriever_async(corpus):
+    docs = await lc.CSRRetriever(searcher=STATE["searcher"], k=3).ainvoke(corpus["queries"][1])
+    assert len(docs) == 3
+
+
+def test_embeddings_shapes(encoder):
+    backbone = lc.CSREmbeddings(encoder=encoder)
+    decoded = lc.CSREmbeddings(encoder=encoder, output="decoded", k=8)
+    texts = ["Aspirin reduces the risk of heart attack.", "Graphene conducts electricity."]
+    a, b = np.asarray(backbone.embed_documents(texts)), np.asarray(decoded.embed_documents(texts))
+    assert a.shape == b.shape == (2, encoder.d)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-4) and np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-4)
+    assert backbone.embed_documents([]) == []
+    with pytest.raises(ValueError, match="output"):
+        lc.CSREmbeddings(encoder=encoder, output="tokens")
+
+
+@pytest.mark.parametrize("mode", ["SPARSE", "HYBRID"])
+def test_sparse_embeddings_in_langchain_qdrant(encoder, corpus, mode):
+    from langchain_qdrant import QdrantVectorStore, RetrievalMode
+    from qdrant_client import models
+
+    sparse = lc.CSRSparseEmbeddings(encoder=encoder, k=8)
+    vec = sparse.embed_query("bone fractures")
+    assert vec.indices == sorted(set(vec.indices)) and 0 < len(vec.indices) <= 8
+    texts = [t[:400] for t in corpus["texts"][:30]]
+    metas = [{"source": f"{d}.txt"} for d in corpus["doc_ids"][:30]]
+    dense = lc.CSREmbeddings(encoder=encoder) if mode == "HYBRID" else None
+    store = QdrantVectorStore.from_texts(
+        texts, embedding=dense, metadatas=metas, location=":memory:", collection_name=f"csr-{mode}",
+        sparse_embedding=sparse, retrieval_mode=getattr(RetrievalMode, mode),
+    )
+    hits = store.similarity_search(texts[3][:200], k=3)
+    assert hits[0].page_content == texts[3]
+    match = models.MatchValue(value=metas[7]["source"])
+    only = models.Filter(must=[models.FieldCondition(key="metadata.source", match=match)])
+    hits = store.similarity_search(texts[7][:200], k=3, filter=only)
+    assert [h.metadata["source"] for h in hits] == [metas[7]["source"]]
+
+
+def test_csr_vector_store_sparse_first_with_fallback(encoder, tmp_path):
+    emb, sp = lc.CSREmbeddings(encoder=encoder), lc.CSRSparseEmbeddings(encoder=encoder, k=8)
+    sparse = qdrant_edge.EdgeBackend(tmp_path / "q", meta=CollectionMeta(encoder.model_id, encoder.h, 8))
+    store = lc.CSRVectorStore(emb, path=str(tmp_path / "f"), sparse=sparse, sparse_embedding=sp)
+    texts = ["Vitamin D supplements and fracture risk in older adults.", "Graphene transistors at room temperature.",
+             "Statins lower LDL cholesterol.", ""]
+    ids = store.add_texts(texts, [{"n": i} for i in range(4)], ids=[str(uuid.uuid4()) for _ in texts])
+    assert sparse.count() == store.dense.count() == 4
+    top = store.similarity_search_with_score("does vitamin D prevent fractures", k=2)
+    assert top[0][0].page_content == texts[0] and top[0][0].id == ids[0] and len(top) == 2
+    assert store.similarity_search("cholesterol drugs", k=1, filter={"n": 2})[0].metadata == {"n": 2}
+    store.delete([ids[0]])
+    assert sparse.count() == store.dense.count() == 3
+    retriever = store.as_retriever(search_kwargs={"k": 2})
+    assert len(retriever.invoke("graphene")) == 2
+    sparse.close()
+    with pytest.raises(ValueError, match="sparse_embedding"):
+        lc.CSRVectorStore(emb, sparse=sparse)
