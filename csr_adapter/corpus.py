@@ -357,22 +357,32 @@ class Chunker:
                 part = texts[start:start + batch]
                 enc = self.tokenizer(part, add_special_tokens=False, return_offsets_mapping=True,
                                      return_attention_mask=False, return_token_type_ids=False)
-                for text, offsets in zip(part, enc["offset_mapping"]):
-                    yield self._windows(text, offsets)
+                for i, (text, offsets) in enumerate(zip(part, enc["offset_mapping"])):
+                    yield self._windows(text, offsets, enc.word_ids(i))
         finally:
             log.setLevel(level)
 
-    def _windows(self, text: str, offsets: list[tuple[int, int]]) -> list[Chunk]:
+    def _windows(self, text: str, offsets: list[tuple[int, int]], words: list[int | None]) -> list[Chunk]:
         n = len(offsets)
         if n == 0:
             return [Chunk(text.strip(), 0)] if text.strip() else []
         if n <= self.max_tokens:
             return [Chunk(text.strip(), n)]
-        stride = self.max_tokens - self.overlap
-        chunks = []
-        for s in range(0, n - self.overlap, stride):
+
+        def inside_word(i: int) -> bool:  # token i continues the word of token i - 1
+            return 0 < i < n and words[i] is not None and words[i] == words[i - 1]
+
+        chunks, s = [], 0
+        while True:
             e = min(s + self.max_tokens, n)
+            b = e
+            while inside_word(b) and b > s + self.max_tokens // 2:  # end on a word boundary
+                b -= 1
+            e = b if not inside_word(b) else e
             chunks.append(Chunk(text[offsets[s][0]:offsets[e - 1][1]].strip(), e - s))
-            if e == n:
-                break
-        return chunks
+            if e >= n:
+                return chunks
+            nxt = max(e - self.overlap, s + 1)
+            while inside_word(nxt) and nxt > s + 1:  # start on a word boundary
+                nxt -= 1
+            s = nxt

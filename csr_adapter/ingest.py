@@ -72,13 +72,15 @@ class IngestReport:
     pruned: int
     points: int
     skipped: list[Skip]
-    seconds: float
+    seconds: float  # the ingest pipeline: index scan, chunking, encoding, writes
     encode_seconds: float
     upsert_seconds: float
     backend: dict[str, Any] = field(default_factory=dict)
+    total_seconds: float = 0.0  # what the caller waited, reading and model load included (set by the CLI)
 
     @property
     def chunks_per_s(self) -> float:
+        """Chunks written per second of the ingest pipeline."""
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
     def skip_reasons(self) -> dict[str, int]:
@@ -155,9 +157,13 @@ def plan(corpus: Corpus, chunker: Chunker, state: IndexState, prune: bool = Fals
 
 def ingest_corpus(
     encoder, backend, corpus: Corpus, *, k: int | None = None, batch_size: int = 32, hybrid: bool = False,
-    prune: bool = False, chunker: Chunker | None = None, progress: bool = True, group: int = 256,
+    prune: bool = False, chunker: Chunker | None = None, progress: bool = True, group: int | None = None,
 ) -> IngestReport:
-    """Bring ``backend`` in line with ``corpus``: encode/upsert missing chunks, then delete stale ones."""
+    """Bring ``backend`` in line with ``corpus``: encode/upsert missing chunks, then delete stale ones.
+
+    Chunks are encoded and written ``group`` at a time (default ``8 * batch_size``): a crash loses at
+    most one group of work.
+    """
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
@@ -166,6 +172,7 @@ def ingest_corpus(
     work = plan(corpus, chunker, IndexState.read(backend), prune)
     work.todo.sort(key=lambda t: (-t.chunk.tokens, t.id))  # length-sorted batches pad less
     prefix = encoder.config.document_prefix
+    group = group or 8 * batch_size
     t_encode = t_upsert = 0.0
     bar = tqdm(total=len(work.todo), desc="ingest", unit="chunk", disable=not progress or not work.todo,
                file=sys.stderr, dynamic_ncols=True)

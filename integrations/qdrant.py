@@ -5,7 +5,7 @@ One collection holds, per chunk:
 - the named sparse vector ``csr``: the L2-normalised CSRv2 code, scored by dot product (= cosine);
   an optional IDF modifier (off by default: CSR codes are not term counts);
 - optionally the named dense vector ``dense``: the backbone embedding (``d`` floats, dot product),
-  for ``--hybrid`` search fused with Reciprocal Rank Fusion (``1 / (rrf_k + rank)``);
+  for ``--hybrid`` search fused with Reciprocal Rank Fusion (``1 / (rrf_k + rank)``, ranks from 0);
 - a JSON payload (text, source, chunk index, content hash, user metadata under ``meta``).
 
 The collection records the :class:`~.base.CollectionMeta` it was built with (model id, h, k, dense

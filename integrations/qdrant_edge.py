@@ -304,7 +304,7 @@ class EdgeBackend:
         self, sparse: SparseEmbedding, dense: np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
         rrf_k: int = 60,
     ) -> list[SearchHit]:
-        """Sparse and dense candidates fused with Reciprocal Rank Fusion (``1 / (rrf_k + rank)``)."""
+        """Sparse and dense candidates fused with Reciprocal Rank Fusion (``1 / (rrf_k + rank)``, ranks from 0)."""
         q = _edge()
         flt, limit = self._filter(filter), prefetch_limit(top_k)
         prefetches = []

@@ -207,7 +207,7 @@ class QdrantServerBackend:
         self, sparse: SparseEmbedding, dense: np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
         rrf_k: int = 60,
     ) -> list[SearchHit]:
-        """Sparse and dense candidates fused server-side with RRF (``1 / (rrf_k + rank)``)."""
+        """Sparse and dense candidates fused server-side with RRF (``1 / (rrf_k + rank)``, ranks from 0)."""
         m = _models()
         flt, limit = self._filter(filter), prefetch_limit(top_k)
         prefetch = []
