@@ -53,14 +53,16 @@ def _show(path: str) -> str:
 @backend_options
 @model_option
 @click.option("--k", type=int, default=None, help="Active latents per code (default: the model's k).")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Texts per encoder batch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Texts per encoder batch.")
 @click.option("--recreate", is_flag=True, help="Delete the collection first (needed to change model or config).")
 @click.option("--prune", is_flag=True, help="Delete points of files no longer in PATH.")
 @click.option("--hybrid", is_flag=True, help="Also store the dense backbone vector (for search --hybrid).")
 @click.option("--idf", is_flag=True, help="Create the sparse vector with Qdrant's IDF modifier (off by default).")
 @click.option("--text-field", default="text", show_default=True,
               help="Text field of .json/.jsonl records and text column of .csv files.")
-@click.option("--max-file-mb", type=float, default=64.0, show_default=True, help="Skip files larger than this.")
+@click.option("--max-file-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
+              help="Skip files larger than this.")
 @click.option("--overlap", type=int, default=None, help="Tokens shared by neighbouring chunks (default 1/8 window).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @device_option
@@ -76,10 +78,6 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
     from ..ingest import ingest_corpus
     from ..integrations.base import CollectionMeta
 
-    if batch_size <= 0:
-        raise click.BadParameter("must be positive", param_hint="--batch-size")
-    if max_file_mb <= 0:
-        raise click.BadParameter("must be positive", param_hint="--max-file-mb")
     start = time.perf_counter()
     corpus = read_corpus(path, ReaderOptions(text_field=text_field, max_bytes=int(max_file_mb * 1e6)))
     enc = load_encoder(model, device, threads)
@@ -143,12 +141,12 @@ def parse_filters(items: tuple[str, ...]) -> dict[str, list]:
 @click.argument("query")
 @backend_options
 @model_option
-@click.option("--top-k", type=int, default=5, show_default=True, help="Results to print.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Results to print.")
 @click.option("--k", type=int, default=None, help="Active latents of the query code (default: the collection's k).")
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
               help="Payload equality filter (repeatable): source, file, doc_id, chunk or a metadata key.")
 @click.option("--hybrid", is_flag=True, help="Fuse sparse and dense hits with RRF (needs a --hybrid ingest).")
-@click.option("--rrf-k", type=int, default=60, show_default=True,
+@click.option("--rrf-k", type=click.IntRange(min=1), default=60, show_default=True,
               help="RRF constant: score = sum of 1/(rrf_k + rank), rank from 0.")
 @device_option
 @threads_option
@@ -160,10 +158,6 @@ def search(query: str, backend: str, collection: str, store: str | None, url: st
     from ..head import check_k
     from ..integrations.base import CollectionMismatchError
 
-    if top_k <= 0:
-        raise click.BadParameter("must be positive", param_hint="--top-k")
-    if rrf_k <= 0:
-        raise click.BadParameter("must be positive", param_hint="--rrf-k")
     flt = parse_filters(filters)
     be = _open(backend, collection, store, url, api_key, create=False, threads=threads or None)
     try:

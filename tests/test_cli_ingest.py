@@ -1,0 +1,104 @@
+"""`csr-adapter ingest` and `csr-adapter search` as a user runs them (real shipped model, real Qdrant Edge)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from csr_adapter.cli import cli
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+@pytest.fixture
+def docs(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"doc{i}.txt").write_text(f"Document {i} is about topic number {i}: " + "cells " * (i + 1))
+    (folder / "broken.txt").write_bytes(b"\xff\xfe\x00bin")
+    return folder
+
+
+def test_ingest_summary_reingest_and_search(docs, tmp_path):
+    store = tmp_path / "store"
+    first = run("ingest", docs, "--path", store, "--json")
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.output)
+    assert (report["files"], report["documents"], report["written"], report["points"]) == (5, 5, 5, 5)
+    assert report["skipped"] == [{"path": str(docs / "broken.txt"), "reason": "binary file (NUL bytes)"}]
+    assert report["backend"]["engine"] == "qdrant-edge" and report["backend"]["meta"]["k"] == 8
+    assert report["chunks_per_s"] > 0 and report["seconds"] <= report["total_seconds"]
+
+    again = run("ingest", docs, "--path", store, "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert "written    0 points" in again.output and "skipped    1: binary file (NUL bytes) x1" in again.output
+    assert "collection 5 points" in again.output and "chunks/s" in again.output
+
+    found = run("search", "topic number 3 cells", "--path", store, "--top-k", "3")
+    assert found.exit_code == 0, found.output
+    lines = found.output.strip().splitlines()
+    assert 1 <= len(lines) <= 3 and lines[0].split()[0] == "1"
+    assert "doc3.txt" in lines[0] and "Document 3 is about" in lines[0]
+
+    as_json = run("search", "topic number 3 cells", "--path", store, "--json", "--filter", "doc_id=doc1")
+    hits = json.loads(as_json.output)
+    assert [h["payload"]["doc_id"] for h in hits] == ["doc1"] and hits[0]["rank"] == 1 and hits[0]["score"] > 0
+
+
+def test_stdin_jsonl_and_metadata_filter(tmp_path):
+    lines = "\n".join(json.dumps({"_id": f"r{i}", "text": f"record {i} about proteins", "lang": lang})
+                      for i, lang in enumerate(["en", "de", "en"]))
+    result = run("ingest", "-", "--path", tmp_path, "--collection", "s", "--json", input=lines)
+    assert result.exit_code == 0, result.output and json.loads(result.output)["written"] == 3
+    hits = run("search", "proteins", "--path", tmp_path, "--collection", "s", "--filter", "lang=de", "--json")
+    assert [h["payload"]["source"] for h in json.loads(hits.output)] == ["<stdin>#r1"]
+    bad = run("ingest", "-", "--path", tmp_path, "--collection", "s", input='{"text": "a"}\nnot json\n')
+    assert bad.exit_code == 1 and bad.output.strip() == "Error: stdin: line 2: not JSON (Expecting value)"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ingest", "{tmp}/missing"], "no such file or directory"),
+    (["ingest", "{tmp}/empty"], "empty folder, nothing to ingest"),
+    (["search", "q", "--path", "{tmp}"], "no collection here"),
+    (["search", "q", "--url", "http://127.0.0.1:9"], "cannot reach Qdrant at http://127.0.0.1:9"),
+    (["search", "q", "--path", "{tmp}", "--url", "http://127.0.0.1:9"], None),
+    (["ingest", "{tmp}/empty", "--batch-size", "0"], "Invalid value for '--batch-size'"),
+    (["search", "q", "--filter", "novalue"], "expected key=value"),
+])
+def test_bad_input_is_one_line_error(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    result = run(*[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code != 0
+    if message is None:  # --path wins over --url: the embedded store is used
+        assert "no collection here" in result.output
+        return
+    assert message in result.output
+    if "Invalid value" not in result.output and "key=value" not in result.output:
+        assert result.output.startswith("Error: ") and len(result.output.strip().splitlines()) == 1
+
+
+def test_other_model_or_config_is_refused(docs, tmp_path):
+    from csr_adapter import CSREncoder
+
+    store = tmp_path / "store"
+    assert run("ingest", docs, "--path", store, "--no-progress").exit_code == 0
+    other = CSREncoder.from_backbone(k=8, seed=1).save_pretrained(tmp_path / "other-model")
+    refused = run("ingest", docs, "--path", store, "--model", other)
+    assert refused.exit_code == 1 and "built with another model or vector config (model_id" in refused.output
+    assert "--recreate" in refused.output and len(refused.output.strip().splitlines()) == 1
+    searched = run("search", "cells", "--path", store, "--model", other)
+    assert searched.exit_code == 1 and "pass the same --model" in searched.output
+    hybrid = run("search", "cells", "--path", store, "--hybrid")
+    assert hybrid.exit_code == 1 and "re-ingest with --hybrid" in hybrid.output
+    k16 = run("ingest", docs, "--path", store, "--k", "16")
+    assert k16.exit_code == 1 and "k 8 != 16" in k16.output
+    recreated = run("ingest", docs, "--path", store, "--model", other, "--recreate", "--hybrid", "--json")
+    assert recreated.exit_code == 0, recreated.output
+    assert json.loads(recreated.output)["backend"]["meta"]["d"] == 384
+    fused = run("search", "topic number 2", "--path", store, "--model", other, "--hybrid", "--rrf-k", "10", "--json")
+    assert fused.exit_code == 0 and json.loads(fused.output)[0]["served_by"] == "hybrid"
