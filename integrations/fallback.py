@@ -10,8 +10,10 @@ For one query (``top_k`` wanted):
 4. If fewer than ``min_hits`` (default ``top_k``) positive hits remain (``few_hits``), dense hits that
    are not already there fill the list up to ``top_k`` (``served_by="dense"``).
 
-Order: without rerank, sparse hits come first (sparse cosine), then the dense fill (dense cosine);
-with rerank every score is a dense cosine and the merged list is sorted by it. Sparse hits whose id the
+Order of a filled list: ``merge="dense"`` (default) scores the sparse hits by dense cosine too and sorts
+the union by it, so both paths compete on one scale (the sparse hits keep ``served_by="sparse"``);
+``merge="sparse_first"`` keeps the sparse hits on top (sparse cosine), then the dense fill. With
+rerank every score is a dense cosine and the list is sorted by it. Sparse hits whose id the
 dense index lacks (the indexes are out of sync) are kept with their sparse score, never dropped,
 and a warning says to re-run ingest with ``--with-fallback``.
 """
@@ -55,8 +57,10 @@ class FallbackSearcher:
 
     def __init__(
         self, encoder, sparse: Backend | None = None, dense: Backend | None = None, *, k: int | None = None,
-        rerank: bool = False, rerank_depth: int = 50, min_hits: int | None = None,
+        rerank: bool = False, rerank_depth: int = 50, min_hits: int | None = None, merge: str = "dense",
     ) -> None:
+        if merge not in ("dense", "sparse_first"):
+            raise FallbackConfigError(f"merge must be 'dense' or 'sparse_first', got {merge!r}")
         if sparse is None and dense is None:
             raise FallbackConfigError("need a sparse backend, a dense fallback index, or both")
         if rerank and (dense is None or not hasattr(dense, "score_ids")):
@@ -68,6 +72,7 @@ class FallbackSearcher:
         self.rerank = rerank
         self.rerank_depth = check_top_k(rerank_depth)
         self.min_hits = min_hits
+        self.merge = merge if dense is not None and hasattr(dense, "score_ids") else "sparse_first"
         self._warned: set[str] = set()
 
     def _warn_once(self, key: str, message: str) -> None:
@@ -117,17 +122,21 @@ class FallbackSearcher:
         positive = len(hits)
         for h in hits:
             h.served_by = "sparse"
+        missing: set[str] = set()
         if self.rerank:
-            hits = self._rerank(hits, dense)[:top_k]
+            hits, missing = self._rescore(hits, dense, "rerank")
         hits = hits[:top_k]
         want = top_k if self.min_hits is None else min(self.min_hits, top_k)
         if positive >= want or self.dense is None:
             return Answer(hits, "sparse", positive)
+        by_dense = self.rerank or self.merge == "dense"
+        if by_dense and not self.rerank:
+            hits, missing = self._rescore(hits, dense, "sparse")
         seen = {h.id for h in hits}
         fill = [h for h in self._dense(dense, top_k + len(hits), filter) if h.id not in seen]
         merged = hits + fill[: top_k - len(hits)]
-        if self.rerank:
-            merged.sort(key=lambda h: (h.served_by == "sparse", -h.score))  # unscored strays last
+        if by_dense:  # one scale (dense cosine); hits the dense index lacks go last
+            merged.sort(key=lambda h: (h.id in missing, -h.score))
         return Answer(merged, "few_hits", positive)
 
     def _dense(self, dense: np.ndarray | None, top_k: int, filter: dict[str, Any] | None) -> list[SearchHit]:
@@ -140,15 +149,17 @@ class FallbackSearcher:
             h.served_by = "dense"
         return hits
 
-    def _rerank(self, hits: list[SearchHit], dense: np.ndarray) -> list[SearchHit]:
+    def _rescore(self, hits: list[SearchHit], dense: np.ndarray, label: str) -> tuple[list[SearchHit], set[str]]:
+        """Sparse hits re-scored by dense cosine, best first; ids the dense index lacks keep their
+        sparse score, go last, and are reported once (the indexes are out of sync)."""
         scores = self.dense.score_ids(dense, [h.id for h in hits])
         missing = [h for h in hits if h.id not in scores]
         if missing:
             self._warn_once("missing", f"{len(missing)} sparse hit(s) (e.g. {missing[0].id!r}) are not in the "
                             "dense index; kept with sparse scores. Re-run ingest with --with-fallback to sync it")
-        scored = [SearchHit(h.id, scores[h.id], h.payload, "rerank") for h in hits if h.id in scores]
+        scored = [SearchHit(h.id, scores[h.id], h.payload, label) for h in hits if h.id in scores]
         scored.sort(key=lambda h: -h.score)
-        return scored + missing
+        return scored + missing, {h.id for h in missing}
 
     def search_batch(
         self, queries: Sequence[str], top_k: int = 10, filter: dict[str, Any] | None = None

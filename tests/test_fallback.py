@@ -53,7 +53,11 @@ def k2(encoder, corpus, tmp_path_factory):
 
 
 def test_k2_never_empty_sparse_first_then_dense(k2, corpus):
-    answers = k2.search_batch(corpus["queries"], top_k=10)
+    k2.merge = "sparse_first"
+    try:
+        answers = k2.search_batch(corpus["queries"], top_k=10)
+    finally:
+        k2.merge = "dense"
     assert all(len(a.hits) == 10 and len({h.id for h in a.hits}) == 10 for a in answers)
     few = [a for a in answers if a.reason == "few_hits"]
     assert few, "at k=2 some queries share latents with fewer than 10 docs"
@@ -65,6 +69,15 @@ def test_k2_never_empty_sparse_first_then_dense(k2, corpus):
             assert a.reason == "sparse" and served == ["sparse"] * 10 and all(h.score > 0 for h in a.hits)
     sparse_only = [k2.sparse.search(c, top_k=10) for c in k2.encode(corpus["queries"])[0]]
     assert [len(s) for s, a in zip(sparse_only, answers) if a.reason == "few_hits"] == [a.sparse_positive for a in few]
+
+
+def test_default_merge_ranks_the_union_by_dense_cosine(k2, corpus):
+    for a in k2.search_batch(corpus["queries"], top_k=10):
+        assert len(a.hits) == 10
+        if a.reason == "few_hits":
+            scores = [h.score for h in a.hits]
+            assert scores == sorted(scores, reverse=True)
+            assert sum(h.served_by == "sparse" for h in a.hits) == a.sparse_positive
 
 
 def test_fallback_recall_at_k2_beats_sparse_alone(k2, corpus):
