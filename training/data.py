@@ -298,7 +298,7 @@ def plan_epoch(sources: list[Source], batch_size: int, rng: np.random.Generator,
                     chunks[-2].extend(chunks.pop())
                 units.extend(chunks)
         elif src.pairs:
-            units = [list(rng.choice(u, size=2, replace=False)) for u in src.pairs]
+            units = [list(u) if len(u) == 2 else list(rng.choice(u, size=2, replace=False)) for u in src.pairs]
         units = [units[i] for i in rng.permutation(len(units))]
         unit_batches: list[list[list[int]]] = []
         if units and budget > 0:
@@ -332,3 +332,17 @@ def plan_epoch(sources: list[Source], batch_size: int, rng: np.random.Generator,
             batches.append(Batch(s, np.asarray(items, dtype=np.int64), pos, n_pairs))
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
+
+
+def as_pairs(src: Source) -> Source:
+    """CSR-style view of a grouped source: every (first member, other member) of a group is an InfoNCE pair
+    (a BEIR query and each relevant doc); fill is kept. Used for the CSR baseline (no SupCon)."""
+    pairs = [[g[0], i] for g in src.groups for i in g[1:]]
+    return Source(src.name + "+pairs", src.segments, pairs=pairs, fill=list(src.fill),
+                  description=src.description + " as (query, doc) pairs")
+
+
+def unlabelled(src: Source) -> Source:
+    """The same texts with no labels or pairs (reconstruction only)."""
+    return Source(src.name + "+unlabelled", src.segments, fill=list(range(len(src))),
+                  description=src.description + " (texts only, labels unused)")

@@ -58,6 +58,7 @@ class TrainConfig:
     k_aux: int = 512
     dead_window: int = 50              # steps without firing after which a latent counts as dead
     contrastive_weight: float = 0.1
+    extra_ks: list[int] = field(default_factory=list)  # also train codes at these k (recon + contrastive)
     temperature: float = 0.1
     fill_frac: float = 0.5             # share of a batch given to unlabelled texts (e.g. BEIR corpus)
     group_size: int = 4                # items drawn per label at a time (labelled classes)
@@ -85,7 +86,7 @@ class TrainConfig:
 # settings that must match for --resume (the rest, e.g. threads or device, may change)
 RESUME_KEYS = ("k", "h", "k_init", "anneal_frac", "epochs", "batch_size", "lr", "backbone_lr", "recon4k_weight",
                "aux_weight", "k_aux", "dead_window", "contrastive_weight", "temperature", "fill_frac",
-               "group_size", "holdout_frac", "finetune_backbone", "backbone", "max_seq_length", "seed")
+               "group_size", "holdout_frac", "extra_ks", "finetune_backbone", "backbone", "max_seq_length", "seed")
 
 
 def validate(cfg: TrainConfig, d: int) -> int:
@@ -106,6 +107,7 @@ def validate(cfg: TrainConfig, d: int) -> int:
         (cfg.temperature > 0, f"temperature must be positive, got {cfg.temperature}"),
         (cfg.dead_window >= 1, f"dead_window must be >= 1 step, got {cfg.dead_window}"),
         (cfg.group_size >= 2, f"group_size must be >= 2, got {cfg.group_size}"),
+        (all(1 <= e <= h for e in cfg.extra_ks), f"extra_ks must lie in [1, h={h}], got {cfg.extra_ks}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -295,18 +297,25 @@ class Trainer:
             "recon4k": normalized_mse(x, x_hat4),
             "aux": auxk_loss(pre, x, x_hat, dead, cfg.k_aux, head.W, head.b_pre),
         }
+        terms["contrastive"] = self._contrastive(z, batch)
+        terms["loss"] = (terms["recon"] + cfg.recon4k_weight * terms["recon4k"] + cfg.aux_weight * terms["aux"]
+                         + cfg.contrastive_weight * terms["contrastive"])
+        for extra in cfg.extra_ks:  # one head, several serving k: nested codes share pre
+            z_e = topk_relu(pre, extra)
+            terms["loss"] = terms["loss"] + (normalized_mse(x, head.decode(z_e))
+                                             + cfg.contrastive_weight * self._contrastive(z_e, batch))
+        return terms, z
+
+    def _contrastive(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """InfoNCE for pair batches, supervised contrastive for labelled ones, else zero."""
         if batch.n_pairs:
             n = batch.n_pairs
             a, b = batch.items[:n], batch.items[n:2 * n]
             ignore = torch.from_numpy((a[:, None] == a[None, :]) | (b[:, None] == b[None, :]))
-            terms["contrastive"] = infonce_loss(z[:n], z[n:2 * n], cfg.temperature, ignore)
-        elif batch.positives is not None:
-            terms["contrastive"] = supcon_loss(z, torch.from_numpy(batch.positives), cfg.temperature)
-        else:
-            terms["contrastive"] = z.new_zeros(())
-        terms["loss"] = (terms["recon"] + cfg.recon4k_weight * terms["recon4k"] + cfg.aux_weight * terms["aux"]
-                         + cfg.contrastive_weight * terms["contrastive"])
-        return terms, z
+            return infonce_loss(z[:n], z[n:2 * n], self.cfg.temperature, ignore)
+        if batch.positives is not None:
+            return supcon_loss(z, torch.from_numpy(batch.positives), self.cfg.temperature)
+        return z.new_zeros(())
 
     # -- evaluation ------------------------------------------------------------------------------------
     def heldout_ndcg(self, k: int | None = None) -> float | None:
