@@ -72,6 +72,7 @@ class TrainConfig:
     threads: int = 0
     cache_dir: str | None = None
     eval_max_docs: int = 2000          # finetuning: corpus sample for the per-epoch held-out nDCG
+    init_from: str | None = None       # start the head from this model directory (e.g. a frozen-trained one)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -86,7 +87,8 @@ class TrainConfig:
 # settings that must match for --resume (the rest, e.g. threads or device, may change)
 RESUME_KEYS = ("k", "h", "k_init", "anneal_frac", "epochs", "batch_size", "lr", "backbone_lr", "recon4k_weight",
                "aux_weight", "k_aux", "dead_window", "contrastive_weight", "temperature", "fill_frac",
-               "group_size", "holdout_frac", "extra_ks", "finetune_backbone", "backbone", "max_seq_length", "seed")
+               "group_size", "holdout_frac", "extra_ks", "finetune_backbone", "backbone", "max_seq_length", "seed",
+               "init_from")
 
 
 def validate(cfg: TrainConfig, d: int) -> int:
@@ -205,6 +207,8 @@ class Trainer:
         self.optimizer = self._optimizer()
         if resume:
             self._resume()
+        elif cfg.init_from:
+            self._init_from(Path(cfg.init_from))
         else:
             self._init_bias()
 
@@ -231,6 +235,17 @@ class Trainer:
             x = torch.from_numpy(self.encoder.encode_dense([texts[i] for i in pick], batch_size=32))
         with torch.no_grad():
             self.head.b_pre.copy_(x.mean(dim=0).to(self.head.b_pre.device))
+
+    def _init_from(self, directory: Path) -> None:
+        """Warm start: copy the head of a saved model (same d and h) before training."""
+        from ..config import CSRConfig
+        from ..encoder import _load_head
+
+        conf = CSRConfig.load(directory)
+        if (conf.d, conf.h) != (self.encoder.d, self.h):
+            raise TrainConfigError(f"--init-from {directory}: head is d={conf.d} h={conf.h}, this run needs "
+                                   f"d={self.encoder.d} h={self.h}")
+        self.head.load_state_dict(_load_head(directory, conf).state_dict())
 
     def _optimizer(self) -> torch.optim.Optimizer:
         groups = [{"params": list(self.head.parameters()), "lr": self.cfg.lr}]
@@ -326,6 +341,7 @@ class Trainer:
 
         data, k = self.heldout, k or self.cfg.k
         enc = self.encoder
+        head_was_training = self.head.training
         self.head.eval()
         if self.embeddings is not None:
             from ..cache import cached_dense
@@ -342,13 +358,14 @@ class Trainer:
             pick = rng.choice(len(others), size=min(len(others), max(0, self.cfg.eval_max_docs - len(rel))),
                               replace=False)
             doc_ids = rel + [others[i] for i in sorted(pick)]
+            was_training = enc.backbone.training
             enc.backbone.eval()
             docs = enc.encode_dense([data.doc_text(d) for d in doc_ids], batch_size=32)
             queries = enc.encode_dense([data.queries[q] for q in data.queries], batch_size=32)
-            enc.backbone.train()
+            enc.backbone.train(was_training)
         dcodes, qcodes = enc.sparsify(docs, k=k), enc.sparsify(queries, k=k)
         run = rank(qcodes.dot(dcodes), list(data.queries), doc_ids, positive_only=True)
-        self.head.train()
+        self.head.train(head_was_training)
         return retrieval_metrics(run, data.qrels)["ndcg@10"]
 
     # -- loop ----------------------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ def _score_rows(rows: list[dict]) -> list[dict]:
 @click.option("--backbone", default=None, help="Backbone (default: stock all-MiniLM-L6-v2) or local dir.")
 @click.option("--max-seq-length", type=int, default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--init-from", type=click.Path(file_okay=False), default=None,
+              help="Start the head from this model directory (e.g. frozen-trained, before --finetune-backbone).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
 @click.option("--eval-data", type=click.Path(file_okay=False), default=None,
               help="BEIR folder to evaluate after training; scores go into the model card.")
