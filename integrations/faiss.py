@@ -23,6 +23,7 @@ import sqlite3
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +31,23 @@ import numpy as np
 
 from ..errors import CSRAdapterError, require
 from ..sparse import SparseEmbedding
-from .base import CollectionMeta, Point, SearchHit
+from .base import BackendError, CollectionMeta, CollectionMismatchError, Point, SearchHit
 
 INDEX_FILE = "index.faiss"
 STORE_FILE = "store.sqlite"
 DEFAULT_BLAS_THRESHOLD = 16  # batched flat search uses BLAS from 16 queries (faiss default here: 128000)
 
 
-class FaissIndexError(CSRAdapterError):
+class FaissIndexError(BackendError):
     """A FAISS collection's store is missing/corrupt, cannot be trained, or was built differently."""
 
 
-class DimensionMismatchError(FaissIndexError, ValueError):
+class DimensionMismatchError(CollectionMismatchError, FaissIndexError, ValueError):
     """Vectors whose dimension differs from the collection's."""
+
+
+class ModelMismatchError(CollectionMismatchError, FaissIndexError):
+    """The collection was built with another model."""
 
 
 class InvalidTopKError(CSRAdapterError, ValueError):
@@ -96,6 +101,24 @@ def filter_sql(filter: dict[str, Any] | None) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), args
 
 
+def default_path(collection: str) -> Path:
+    """Where ``--backend faiss`` keeps ``collection``: ``./.csr-adapter/faiss/<collection>``."""
+    return Path(os.environ.get("CSR_ADAPTER_HOME") or ".csr-adapter") / "faiss" / collection
+
+
+def open_faiss(
+    collection: str, *, path: str | os.PathLike | None = None, meta: CollectionMeta | None = None,
+    recreate: bool = False, create: bool = True, threads: int | None = None, index_factory: str = "Flat",
+    **_ignored: Any,
+) -> FaissBackend:
+    """Registry factory for ``--backend faiss``: ``path/<collection>`` (default under ``.csr-adapter/faiss``)."""
+    location = Path(path) / collection if path is not None else default_path(collection)
+    if not create and not (location / STORE_FILE).exists():
+        raise BackendError(f"{location}: no FAISS collection here (ingest into it first with --backend faiss, "
+                           "or check --path/--collection)")
+    return FaissBackend(location, meta=meta, recreate=recreate, threads=threads, index_factory=index_factory)
+
+
 class FaissBackend:
     """Dense vectors in FAISS + payloads in SQLite, implementing :class:`~.base.Backend`.
 
@@ -104,6 +127,7 @@ class FaissBackend:
     """
 
     name = "faiss"
+    needs_dense = True  # ingest passes the backbone vectors
 
     def __init__(
         self, path: str | os.PathLike | None, meta: CollectionMeta | None = None, index_factory: str = "Flat",
@@ -164,10 +188,10 @@ class FaissBackend:
 
     def _check_meta(self, meta: CollectionMeta | None) -> CollectionMeta | None:
         stored = self._get_meta()
-        if "d" not in stored:
+        if "d" not in stored:  # new: record what we know now (d may come with the first upsert)
             if meta is not None:
-                self._set_meta(**{k: v for k, v in meta.to_dict().items() if v is not None},
-                               index_factory=self.index_factory, normalize=int(self.normalize), generation=0)
+                self._set_meta(**{k: v for k, v in meta.to_dict().items() if v is not None and k != "idf"},
+                               index_factory=self.index_factory, normalize=int(self.normalize))
             return meta
         have = CollectionMeta(stored.get("model_id", ""), int(stored.get("h", 0)), int(stored.get("k", 0)),
                               int(stored["d"]))
@@ -180,7 +204,7 @@ class FaissBackend:
                     "(use another collection or recreate=True / --recreate)"
                 )
             if meta.model_id and have.model_id and meta.model_id != have.model_id:
-                raise FaissIndexError(
+                raise ModelMismatchError(
                     f"{self.path}: built with model {have.model_id}, not {meta.model_id} "
                     "(use another collection or recreate=True / --recreate)"
                 )
@@ -344,9 +368,10 @@ class FaissBackend:
         if len({p.id for p in points}) != len(points):
             raise ValueError("duplicate point ids in one upsert batch")
         with self._lock:
-            if self.meta is None:
+            if self.dim is None:  # a new collection learns its dim from the first vectors
                 d = int(np.asarray(points[0].dense).shape[-1])
-                self.meta = self._check_meta(CollectionMeta("", 0, 0, d)) or CollectionMeta("", 0, 0, d)
+                self.meta = replace(self.meta or CollectionMeta("", 0, 0), d=d)
+                self._check_meta(self.meta)
             x = self._prepare([np.asarray(p.dense, dtype=np.float32).ravel() for p in points], "point vectors")
             payloads = [json.dumps(p.payload, ensure_ascii=False, allow_nan=False) for p in points]
             index = self._load(fresh=False)

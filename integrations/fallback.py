@@ -184,6 +184,8 @@ class WithFallback:
     chunks the fallback lacks; :meth:`sync` drops fallback points the sparse side no longer has.
     """
 
+    needs_dense = True  # ingest passes the backbone vectors
+
     def __init__(self, sparse: Backend, dense: Backend, keep_dense: bool = False) -> None:
         self.sparse, self.dense, self.keep_dense = sparse, dense, keep_dense
         self.name = f"{sparse.name}+{dense.name}"
@@ -236,3 +238,40 @@ class WithFallback:
             self.sparse.close()
         finally:
             self.dense.close()
+
+
+# -- CLI glue: where the fallback of a collection lives, attaching it, serving with it ----------------------
+def fallback_path(collection: str, store: str | None = None):
+    """The FAISS fallback of ``collection``: ``<--path>/<collection>.faiss`` next to an embedded store given
+    with ``--path``, else ``./.csr-adapter/faiss/<collection>`` (what ``--backend faiss`` opens too)."""
+    from pathlib import Path
+
+    from .faiss import default_path
+
+    return Path(store) / f"{collection}.faiss" if store is not None else default_path(collection)
+
+
+def with_fallback(backend: Backend, collection: str, store: str | None = None, meta: Any = None,
+                  recreate: bool = False, threads: int | None = None) -> WithFallback:
+    """``ingest --with-fallback``: ``backend`` plus its FAISS fallback, written together."""
+    from .faiss import FaissBackend
+
+    dense = FaissBackend(fallback_path(collection, store), meta=meta, recreate=recreate, threads=threads)
+    return WithFallback(backend, dense, keep_dense=bool(getattr(getattr(backend, "meta", None), "d", None)))
+
+
+def open_fallback(collection: str, store: str | None = None, threads: int | None = None):
+    """The collection's FAISS fallback if one was ingested (``None`` otherwise)."""
+    from .faiss import STORE_FILE, FaissBackend
+
+    where = fallback_path(collection, store)
+    return FaissBackend(where, threads=threads) if (where / STORE_FILE).exists() else None
+
+
+def serve(encoder, backend: Backend, code: SparseEmbedding, dense: np.ndarray, top_k: int,
+          filter: dict[str, Any] | None = None, fallback: Backend | None = None) -> list[SearchHit]:
+    """``csr-adapter search``: a dense-only backend answers with ``dense``; a sparse one with the policy
+    (its fallback when there is one)."""
+    if getattr(backend, "needs_dense", False):
+        return FallbackSearcher(encoder, None, backend).answer_encoded(None, dense, top_k, filter).hits
+    return FallbackSearcher(encoder, backend, fallback).answer_encoded(code, dense, top_k, filter).hits
