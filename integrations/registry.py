@@ -16,6 +16,7 @@ from .base import Backend, BackendError
 # kind -> "module:factory"; "qdrant" is embedded Qdrant Edge, or a server when url/client is given
 BACKENDS: dict[str, str] = {
     "qdrant": "qdrant:open_qdrant",
+    "faiss": "faiss:open_faiss",  # dense-only FAISS collection (``--backend faiss``)
 }
 
 
