@@ -17,7 +17,8 @@ def backend_options(fn):
     """--backend, --collection, --path, --url, --api-key (shared by ingest and search)."""
     for option in reversed([
         click.option("--backend", default="qdrant", show_default=True,
-                     help="Index backend: qdrant (embedded Qdrant Edge, or a server with --url)."),
+                     help="Index backend: qdrant (embedded Qdrant Edge, or a server with --url), "
+                          "or faiss (dense-only, under ./.csr-adapter/faiss)."),
         click.option("--collection", default="csr", show_default=True, help="Collection name."),
         click.option("--path", "store", type=click.Path(file_okay=False), default=None,
                      help="Embedded storage root; the collection lives in DIR/<collection>. "
@@ -59,6 +60,9 @@ def _show(path: str) -> str:
 @click.option("--prune", is_flag=True, help="Delete points of files no longer in PATH.")
 @click.option("--hybrid", is_flag=True, help="Also store the dense backbone vector (for search --hybrid).")
 @click.option("--idf", is_flag=True, help="Create the sparse vector with Qdrant's IDF modifier (off by default).")
+@click.option("--with-fallback", is_flag=True,
+              help="Also write the dense vectors to a FAISS fallback index (same point ids) that search uses "
+                   "when sparse comes back short.")
 @click.option("--text-field", default="text", show_default=True,
               help="Text field of .json/.jsonl records and text column of .csv files.")
 @click.option("--max-file-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
@@ -70,8 +74,8 @@ def _show(path: str) -> str:
 @json_option
 def ingest(path: str, backend: str, collection: str, store: str | None, url: str | None, api_key: str | None,
            model: str | None, k: int | None, batch_size: int, recreate: bool, prune: bool, hybrid: bool,
-           idf: bool, text_field: str, max_file_mb: float, overlap: int | None, no_progress: bool, device: str,
-           threads: int, as_json: bool) -> None:
+           idf: bool, with_fallback: bool, text_field: str, max_file_mb: float, overlap: int | None,
+           no_progress: bool, device: str, threads: int, as_json: bool) -> None:
     """Encode PATH (folder, file, or - for JSONL on stdin) into a collection; re-runs add only what changed."""
     from ..corpus import Chunker, ReaderOptions, read_corpus
     from ..head import check_k
@@ -88,8 +92,13 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
         raise click.BadParameter(str(exc), param_hint="--k/--overlap") from None
     meta = CollectionMeta(enc.model_id, enc.h, k, d=enc.d if hybrid else None, idf=idf)
     be = _open(backend, collection, store, url, api_key, meta=meta, recreate=recreate, threads=threads or None)
+    if with_fallback:
+        from ..integrations.fallback import with_fallback as attach
+
+        be = attach(be, collection, store, meta=meta, recreate=recreate, threads=threads or None)
     try:
-        report = ingest_corpus(enc, be, corpus, k=k, batch_size=batch_size, hybrid=hybrid, prune=prune,
+        report = ingest_corpus(enc, be, corpus, k=k, batch_size=batch_size,
+                               hybrid=hybrid or getattr(be, "needs_dense", False), prune=prune,
                                chunker=chunker, progress=not (no_progress or as_json))
     finally:
         be.close()
@@ -148,12 +157,13 @@ def parse_filters(items: tuple[str, ...]) -> dict[str, list]:
 @click.option("--hybrid", is_flag=True, help="Fuse sparse and dense hits with RRF (needs a --hybrid ingest).")
 @click.option("--rrf-k", type=click.IntRange(min=1), default=60, show_default=True,
               help="RRF constant: score = sum of 1/(rrf_k + rank), rank from 0.")
+@click.option("--no-fallback", is_flag=True, help="Sparse only, even if the collection has a FAISS fallback.")
 @device_option
 @threads_option
 @json_option
 def search(query: str, backend: str, collection: str, store: str | None, url: str | None, api_key: str | None,
            model: str | None, top_k: int, k: int | None, filters: tuple[str, ...], hybrid: bool, rrf_k: int,
-           device: str, threads: int, as_json: bool) -> None:
+           no_fallback: bool, device: str, threads: int, as_json: bool) -> None:
     """Search a collection for QUERY; prints rank, score, source and a snippet."""
     from ..head import check_k
     from ..integrations.base import CollectionMismatchError
@@ -177,7 +187,14 @@ def search(query: str, backend: str, collection: str, store: str | None, url: st
         if hybrid:
             hits = be.hybrid_search(code, dense[0], top_k=top_k, filter=flt, rrf_k=rrf_k)
         else:
-            hits = be.search(code, top_k=top_k, filter=flt)
+            from ..integrations.fallback import open_fallback, serve
+
+            fallback = None if no_fallback else open_fallback(collection, store, threads or None)
+            try:
+                hits = serve(enc, be, code, dense[0], top_k, flt, fallback)
+            finally:
+                if fallback is not None:
+                    fallback.close()
     finally:
         be.close()
     if as_json:
@@ -194,4 +211,5 @@ def search(query: str, backend: str, collection: str, store: str | None, url: st
             where += f" [{int(p.get('chunk', 0)) + 1}/{p['n_chunks']}]"
         snippet = " ".join(str(p.get("text", "")).split())
         snippet = snippet if len(snippet) <= 100 else snippet[:99] + "…"
-        click.echo(f"{rank:>3}  {hit.score:.4f}  {where}  {snippet}")
+        via = "" if hit.served_by == "sparse" else f"  ({hit.served_by})"
+        click.echo(f"{rank:>3}  {hit.score:.4f}  {where}{via}  {snippet}")
