@@ -183,3 +183,23 @@ def test_csr_vector_store_sparse_first_with_fallback(encoder, tmp_path):
     sparse.close()
     with pytest.raises(ValueError, match="sparse_embedding"):
         lc.CSRVectorStore(emb, sparse=sparse)
+
+
+def test_rag_example_runs_offline(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "rag_langchain.py"
+    spec = importlib.util.spec_from_file_location("rag_langchain", path)
+    rag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rag)
+    retriever, index = rag.build_index(tmp_path, limit=6)
+    try:
+        chain = ({"context": retriever | rag.format_docs, "question": lambda q: q} | rag.PROMPT
+                 | rag.ExtractiveChatModel() | rag.StrOutputParser())
+        answer = chain.invoke("What does vitamin D do?")
+        assert isinstance(answer, str) and answer
+        docs = retriever.invoke("qwerty zxcvb")  # nonsense still gets an answer set (dense fallback)
+        assert len(docs) == 4 and "dense" in {d.metadata["served_by"] for d in docs}
+    finally:
+        index.close()
