@@ -12,7 +12,7 @@ latent usage). Every engine answers the same 300 queries, top-10, in the same pr
 Also reported: bytes/doc, sum of p^2 of latent usage (1/h when uniform), postings scanned per query,
 and a brute-force check of Edge's top-10 scores. Goal at 1M, k=8: >= 10x flat-384 QPS, >= 2x flat-32.
 
-    python benchmarks/search.py [--points 1000000] [--ks 2,8,32] [--faiss-single 100] [--threads 0]
+    python benchmarks/search.py [--points 1000000] [--ks 2,8,32] [--faiss-single 30] [--threads 0]
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--ks", default="2,8,32")
-    ap.add_argument("--faiss-single", type=int, default=100, help="queries timed one at a time on FAISS")
+    ap.add_argument("--faiss-single", type=int, default=30, help="queries timed one at a time on FAISS")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -172,7 +172,7 @@ def main() -> None:
 
 def render(r: dict, args) -> str:
     lines = ["# Search benchmark: Qdrant Edge (sparse CSR codes) vs FAISS flat\n",
-             f"`python benchmarks/search.py --points {args.points}` — {r['points']:,} points sampled from "
+             f"`{' '.join(['python benchmarks/search.py', *sys.argv[1:]])}` — {r['points']:,} points sampled from "
              f"{r['real_docs']} real SciFact codes, {r['queries']} real queries, top-{r['top_k']}, "
              f"{r['threads']} threads.\n",
              "| engine | bytes/doc | single QPS | p50 ms | p99 ms | batch QPS | sum p^2 | postings/query |",
