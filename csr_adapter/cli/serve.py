@@ -18,28 +18,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def open_collections(names: tuple[str, ...], encoder, backend: str, path: str | None, url: str | None) -> dict:
-    """Open each ingested collection read-only, wrapped in the sparse -> dense fallback policy."""
-    if not names:
-        return {}
-    from ..integrations.fallback import FallbackSearcher
-    from ..integrations.registry import open_backend
-
-    options = {k: v for k, v in {"path": path, "url": url}.items() if v is not None}
-    return {name: FallbackSearcher(encoder, sparse=open_backend(backend, name, create=False, **options))
-            for name in names}
-
-
 @click.command()
 @model_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--k", type=click.IntRange(min=1), default=None, help="Default active latents per code (model's k).")
 @click.option("--collection", "collections", multiple=True, help="Ingested collection for /search (repeatable).")
-@click.option("--backend", default="qdrant", show_default=True, help="Backend holding the collections.")
+@click.option("--backend", default="qdrant", show_default=True,
+              help="Backend holding the collections: qdrant (embedded, or a server with --url) or faiss.")
 @click.option("--path", "store_path", type=click.Path(file_okay=False), default=None,
-              help="Embedded store root (default ./.csr-adapter/qdrant).")
-@click.option("--url", default=None, help="Qdrant server URL instead of the embedded store.")
+              help="Embedded storage root, as given to ingest (default ./.csr-adapter/qdrant).")
+@click.option("--url", envvar="QDRANT_URL", default=None, help="Qdrant server URL (env QDRANT_URL).")
+@click.option("--qdrant-api-key", envvar="QDRANT_API_KEY", default=None,
+              help="Qdrant server API key (env QDRANT_API_KEY).")
+@click.option("--no-fallback", is_flag=True, help="Sparse only, even where a collection has a FAISS fallback.")
 @click.option("--api-key", envvar="CSR_ADAPTER_API_KEY", default=None,
               help="Require 'Authorization: Bearer KEY' on every route but /health (env CSR_ADAPTER_API_KEY).")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True,
@@ -57,9 +49,9 @@ def open_collections(names: tuple[str, ...], encoder, backend: str, path: str | 
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
 def serve(model: str | None, host: str, port: int, k: int | None, collections: tuple[str, ...], backend: str,
-          store_path: str | None, url: str | None, api_key: str | None, max_batch_size: int, max_wait_ms: float,
-          max_queue: int, timeout: float, max_inputs: int, max_chars: int, device: str, threads: int,
-          log_level: str) -> None:
+          store_path: str | None, url: str | None, qdrant_api_key: str | None, no_fallback: bool,
+          api_key: str | None, max_batch_size: int, max_wait_ms: float, max_queue: int, timeout: float,
+          max_inputs: int, max_chars: int, device: str, threads: int, log_level: str) -> None:
     """Serve POST /embed_sparse, /embed (TEI-compatible), /search, GET /health, /info and /docs over HTTP."""
     from ..errors import require
 
@@ -79,7 +71,10 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
         if k > encoder.h:
             raise click.BadParameter(f"k={k} exceeds the model's h={encoder.h}", param_hint="--k")
         encoder.config.k = k
-    searchers = open_collections(collections, encoder, backend, store_path, url)
+    from ..server.collections import open_collections
+
+    searchers = open_collections(encoder, collections, backend=backend, path=store_path, url=url,
+                                 api_key=qdrant_api_key, threads=threads or None, fallback=not no_fallback)
     app = create_app(encoder, searchers, config, model_name=model or "csr-adapter/default_model")
     click.echo(f"csr-adapter serving {encoder.config.backbone} (h={encoder.h}, k={encoder.k}) "
                f"on http://{host}:{port}  (docs at /docs)", err=True)
