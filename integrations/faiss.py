@@ -144,7 +144,7 @@ class FaissBackend:
         self._stale = False
         self._dirty = False
         if recreate and self.path is not None:
-            for name in (INDEX_FILE, INDEX_FILE + ".gen", STORE_FILE):
+            for name in (INDEX_FILE, INDEX_FILE + ".gen", STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm"):
                 (self.path / name).unlink(missing_ok=True)
         self._db = self._open_store()
         self.meta = self._check_meta(meta)
@@ -167,7 +167,7 @@ class FaissBackend:
             db.execute("PRAGMA journal_mode=WAL")
             self._create_tables(db)
         except sqlite3.DatabaseError as exc:
-            raise FaissIndexError(f"{file}: not a readable payload store ({exc})") from None
+            raise FaissIndexError(f"{file}: not a readable payload store, or not writable here ({exc})") from None
         except OSError as exc:
             raise FaissIndexError(f"{self.path}: cannot create the FAISS collection ({exc})") from None
         return db
@@ -392,7 +392,10 @@ class FaissBackend:
             iids = self._iids(ids)
             self._remove_from_index(list(old.values()))
             if index is not None and index.is_trained and not self._stale:
-                index.add_with_ids(x, np.asarray([iids[i] for i in ids], dtype=np.int64))
+                try:
+                    index.add_with_ids(x, np.asarray([iids[i] for i in ids], dtype=np.int64))
+                except RuntimeError:  # the store has the points: rebuild the index from it on next use
+                    self._stale = True
             else:  # untrained (IVF, PQ): trained on all stored vectors at the next search or flush
                 self._stale = True
             self._dirty = True
