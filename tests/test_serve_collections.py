@@ -19,8 +19,8 @@ DOCS = {
 }
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def ingest_docs(tmp_path_factory) -> str:
+    """Ingest DOCS into collection ``docs`` (Qdrant Edge + FAISS fallback); return the store path."""
     pytest.importorskip("qdrant_edge")
     corpus, store = tmp_path_factory.mktemp("corpus"), tmp_path_factory.mktemp("store")
     for name, text in DOCS.items():
@@ -28,11 +28,16 @@ def store(tmp_path_factory):
     result = CliRunner().invoke(cli, ["ingest", str(corpus), "--path", str(store), "--collection", "docs",
                                       "--with-fallback", "--no-progress", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    return store
+    return str(store)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return ingest_docs(tmp_path_factory)
 
 
 def test_search_over_http_on_an_ingested_collection(encoder, store):
-    searchers = open_collections(encoder, ["docs"], path=str(store))
+    searchers = open_collections(encoder, ["docs"], path=store)
     assert searchers["docs"].dense is not None  # the FAISS fallback written by --with-fallback
     try:
         with serve_in_thread(create_app(encoder, searchers)) as url:
@@ -56,4 +61,4 @@ def test_search_over_http_on_an_ingested_collection(encoder, store):
 
 def test_unknown_collection_fails_at_startup(encoder, store):
     with pytest.raises(BackendError):
-        open_collections(encoder, ["nope"], path=str(store))
+        open_collections(encoder, ["nope"], path=store)

@@ -14,6 +14,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import content_type_conformance, not_a_server_error, status_code_conformance
 
 from csr_adapter.server import ServeConfig, create_app
+from csr_adapter.server.collections import open_collections
 from csr_adapter.server.testing import serve_in_thread
 
 KEY = "schema-key"
@@ -24,19 +25,18 @@ OPERATIONS = [("POST", "/embed_sparse"), ("POST", "/embed"), ("POST", "/search")
 
 
 @pytest.fixture(scope="module")
-def live(encoder):
-    from csr_adapter.integrations.faiss import FaissBackend
-    from csr_adapter.integrations.fallback import FallbackSearcher
-    from test_serve import MemorySparse, make_points
+def live(encoder, tmp_path_factory):
+    """The app over a real ingested collection (Qdrant Edge + FAISS fallback), with auth on."""
+    from test_serve_collections import ingest_docs
 
-    sparse, dense = MemorySparse(), FaissBackend(None)
-    points = make_points(encoder)
-    sparse.upsert(points)
-    dense.upsert(points)
+    searchers = open_collections(encoder, ["docs"], path=ingest_docs(tmp_path_factory))
     config = ServeConfig(api_key=KEY, max_inputs=8, max_chars=500, max_top_k=50)
-    app = create_app(encoder, {"docs": FallbackSearcher(encoder, sparse=sparse, dense=dense)}, config)
-    with serve_in_thread(app) as url:
-        yield url, schemathesis.openapi.from_url(url + "/openapi.json", headers=AUTH)
+    try:
+        with serve_in_thread(create_app(encoder, searchers, config)) as url:
+            yield url, schemathesis.openapi.from_url(url + "/openapi.json", headers=AUTH)
+    finally:
+        for searcher in searchers.values():
+            searcher.close()
 
 
 def test_schema_lists_every_route(live):
