@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import CSRAdapterError
 from ..sparse import SparseEmbedding
 from .base import Backend, SearchHit
-from .faiss import check_top_k
+from .faiss import check_top_k, filter_sql
 
 REASONS = ("sparse", "few_hits", "empty_code", "sparse_error", "no_sparse")
 
@@ -106,14 +106,15 @@ class FallbackSearcher:
     ) -> Answer:
         """The policy on an already-encoded query (``code`` and/or its backbone vector ``dense``)."""
         top_k = check_top_k(top_k)
+        filter_sql(filter)  # a bad filter is the caller's error on both paths, not a backend failure
         if self.sparse is None or code is None:
             return Answer(self._dense(dense, top_k, filter), "no_sparse")
         if len(code) == 0 and self.dense is not None:
             return Answer(self._dense(dense, top_k, filter), "empty_code")
         try:
             raw = self.sparse.search(code, top_k=self.rerank_depth if self.rerank else top_k, filter=filter)
-        except Exception as exc:  # unreachable server, closed shard, ...: serve dense, say so once
-            if self.dense is None or isinstance(exc, (TypeError, ValueError)):
+        except Exception as exc:  # unreachable server, lost collection, closed shard: serve dense, say so once
+            if self.dense is None or isinstance(exc, TypeError):
                 raise
             self._warn_once("sparse_error", f"sparse backend failed ({type(exc).__name__}: {exc}); "
                             "serving from the dense fallback index")

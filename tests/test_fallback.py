@@ -167,9 +167,32 @@ def test_bad_input(k2, encoder):
     for bad in (0, -3):
         with pytest.raises(InvalidTopKError):
             k2.search("x", top_k=bad)
+    with pytest.raises(ValueError, match="filter"):  # the caller's error: raised, not served by the fallback
+        k2.search("x", top_k=3, filter={"source": {"gt": 1}})
     with pytest.raises(FallbackConfigError):
         FallbackSearcher(encoder)
     with pytest.raises(FallbackConfigError, match="rerank"):
         FallbackSearcher(encoder, k2.sparse, None, rerank=True)
     empty = FallbackSearcher(encoder, None, FaissBackend(None))
     assert empty.search("anything", top_k=3) == []  # an empty index answers nothing, without error
+
+
+def test_server_client_path_and_a_server_side_failure(encoder, corpus):
+    """qdrant-client (the server code path, against its in-memory mode) as the sparse side."""
+    from csr_adapter.integrations.qdrant import open_qdrant
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(":memory:")
+    n = 60
+    sparse = open_qdrant("fb", client=client, meta=CollectionMeta(encoder.model_id, encoder.h, 2))
+    dense = FaissBackend(None)
+    codes = encoder.sparsify(corpus["dense"][:n], k=2)
+    WithFallback(sparse, dense).upsert([Point(i, {"text": t}, codes[j], corpus["dense"][j])
+                                        for j, (i, t) in enumerate(zip(corpus["ids"][:n], corpus["texts"][:n]))])
+    searcher = FallbackSearcher(encoder, sparse, dense, k=2)
+    answers = searcher.search_batch(corpus["queries"][:5], top_k=10)
+    assert all(len(a.hits) == 10 for a in answers) and {a.reason for a in answers} <= {"sparse", "few_hits"}
+    client.delete_collection("fb")  # the server lost the collection: sparse raises, dense answers
+    with pytest.warns(RuntimeWarning, match="sparse backend failed"):
+        answer = searcher.answer(corpus["queries"][0], top_k=4)
+    assert answer.reason == "sparse_error" and [h.served_by for h in answer.hits] == ["dense"] * 4
