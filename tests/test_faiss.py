@@ -62,7 +62,10 @@ def test_persisted_and_loaded_lazily(tmp_path, vectors):
 
 
 def test_in_memory_and_batch_search(vectors):
+    from csr_adapter.integrations.base import Backend
+
     be = FaissBackend(None)
+    assert isinstance(be, Backend)
     assert be.search(vectors[0], top_k=3) == []  # empty index: no hits, no error
     be.upsert(points(vectors))
     batch = be.search_batch(vectors[:20], top_k=4)
