@@ -250,3 +250,11 @@ def test_timeout_is_503(enc):
     config = ServeConfig(timeout_s=0.001, warmup=False)
     with serve_in_thread(create_app(enc, config=config)) as url:
         assert_json_error(httpx.post(url + "/embed_sparse", json={"inputs": ["a"] * 8}), 503, "timeout")
+
+
+def test_stock_tei_client_works_unchanged(base, enc, monkeypatch):
+    """huggingface_hub's InferenceClient (what langchain-huggingface uses) POSTs TEI's default route."""
+    hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)  # loopback only; the model is already loaded
+    vectors = hub.InferenceClient(model=base).feature_extraction(["hello world", "sparse"])
+    np.testing.assert_allclose(vectors, enc.encode_dense(["hello world", "sparse"]), atol=1e-5)

@@ -1,6 +1,7 @@
 """``create_app``: the FastAPI application behind ``csr-adapter serve``.
 
-Routes: ``POST /embed_sparse`` and ``POST /embed`` (text-embeddings-inference compatible),
+Routes: ``POST /embed_sparse`` and ``POST /embed`` (text-embeddings-inference compatible; ``POST /``
+is ``/embed``, as in TEI),
 ``POST /search`` (an ingested collection, through the sparse -> dense fallback policy),
 ``GET /health``, ``GET /info`` and the OpenAPI schema at ``/openapi.json`` (docs at ``/docs``).
 """
@@ -173,6 +174,11 @@ def create_app(
         texts = service.texts(req.inputs, req.prompt_name)
         result = await service.run(EncodeJob(texts, dense=True, normalize=req.normalize))
         return JSONResponse(result.dense)
+
+    @app.post("/", response_model=list[list[float]], responses=_ERRORS, tags=["embeddings"])
+    async def root(req: EmbedRequest) -> JSONResponse:
+        """TEI's default route (``POST /`` = ``/embed``), which ``huggingface_hub.InferenceClient`` calls."""
+        return await embed(req)
 
     @app.post("/search", response_model=SearchResponse, responses={404: {"model": ErrorResponse}, **_ERRORS},
               tags=["search"])
