@@ -190,13 +190,22 @@ class CSREncoder:
 
     @torch.inference_mode()
     def sparsify(
-        self, dense: np.ndarray | torch.Tensor, k: int | None = None, normalize: bool | None = None
+        self, dense: np.ndarray | torch.Tensor, k: int | None = None, normalize: bool | None = None,
+        budget: str = "fixed", role: str = "document",
     ) -> SparseEmbeddings:
-        """Apply the CSR head to backbone embeddings; all-zero input rows give empty rows."""
+        """Apply the CSR head to backbone embeddings; all-zero input rows give empty rows.
+
+        ``budget``: ``fixed`` (top-k per row), ``threshold`` or ``corpus`` (see :mod:`csr_adapter.budget`).
+        """
         k = check_k(self.k if k is None else k, self.h)
         x = torch.as_tensor(np.asarray(dense, dtype=np.float32) if not torch.is_tensor(dense) else dense)
         if x.ndim != 2 or x.shape[1] != self.d:
             raise ValueError(f"expected dense embeddings of shape (n, {self.d}), got {tuple(x.shape)}")
+        if budget != "fixed":
+            from . import budget as _budget
+
+            normalize = self.config.normalize if normalize is None else normalize
+            return _budget.sparsify(self, x, budget, k, role, normalize)
         if x.shape[0] == 0:
             return SparseEmbeddings.empty(self.h)
         pre = self.head.pre_activation(x.to(self.device))
@@ -214,19 +223,24 @@ class CSREncoder:
     def encode(
         self, texts: str | Sequence[str], k: int | None = None, batch_size: int = 32,
         show_progress_bar: bool | None = None, normalize: bool | None = None, prefix: str = "",
+        budget: str = "fixed", role: str = "document",
     ) -> SparseEmbeddings:
-        """k-sparse codes for ``texts`` (a str counts as a batch of one), in input order."""
+        """k-sparse codes for ``texts`` (a str counts as a batch of one), in input order.
+
+        ``budget="threshold"`` (calibrated θ, batch-independent) or ``"corpus"`` (``texts`` is the corpus:
+        exactly ``len(texts)·k`` postings) give a variable number of active dims per text.
+        """
         k = check_k(self.k if k is None else k, self.h)
         dense = self.encode_dense(texts, batch_size=batch_size, show_progress_bar=show_progress_bar, prefix=prefix)
-        return self.sparsify(dense, k=k, normalize=normalize)
+        return self.sparsify(dense, k=k, normalize=normalize, budget=budget, role=role)
 
     def encode_queries(self, texts: str | Sequence[str], k: int | None = None, **kwargs) -> SparseEmbeddings:
         """Encode search queries (adds the model's query prefix, if any)."""
-        return self.encode(texts, k=k, prefix=self.config.query_prefix, **kwargs)
+        return self.encode(texts, k=k, prefix=self.config.query_prefix, role="query", **kwargs)
 
     def encode_documents(self, texts: str | Sequence[str], k: int | None = None, **kwargs) -> SparseEmbeddings:
         """Encode documents / passages (adds the model's document prefix, if any)."""
-        return self.encode(texts, k=k, prefix=self.config.document_prefix, **kwargs)
+        return self.encode(texts, k=k, prefix=self.config.document_prefix, role="document", **kwargs)
 
     @torch.inference_mode()
     def decode(self, codes: SparseEmbeddings) -> np.ndarray:

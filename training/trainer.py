@@ -73,6 +73,10 @@ class TrainConfig:
     cache_dir: str | None = None
     eval_max_docs: int = 2000          # finetuning: corpus sample for the per-epoch held-out nDCG
     init_from: str | None = None       # start the head from this model directory (e.g. a frozen-trained one)
+    budget: str = "fixed"              # "pooled": batch top B*k per role with [k_min, k_max] (see .budget)
+    k_min: int | None = None           # pooled: per-item bounds (None = max(1, k // 2) and 4 * k)
+    k_max: int | None = None
+    threshold_frac: float = 0.1        # pooled: final share of steps trained in threshold mode
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -88,7 +92,7 @@ class TrainConfig:
 RESUME_KEYS = ("k", "h", "k_init", "anneal_frac", "epochs", "batch_size", "lr", "backbone_lr", "recon4k_weight",
                "aux_weight", "k_aux", "dead_window", "contrastive_weight", "temperature", "fill_frac",
                "group_size", "holdout_frac", "extra_ks", "finetune_backbone", "backbone", "max_seq_length", "seed",
-               "init_from")
+               "init_from", "budget", "k_min", "k_max", "threshold_frac")
 
 
 def validate(cfg: TrainConfig, d: int) -> int:
@@ -200,6 +204,9 @@ class Trainer:
         if not any(self.plans):
             raise CSRAdapterError("empty dataset: no training batches")
         self.total_steps = sum(len(p) for p in self.plans)
+        from .budget import make_budget
+
+        self.budget = make_budget(cfg, self.h, self.total_steps)  # None unless --budget pooled
         self.embeddings: list[torch.Tensor] | None = None if cfg.finetune_backbone else self._embed_all()
         self.steps_since = torch.zeros(self.h, dtype=torch.long)
         self.step, self.epoch, self.history = 0, 0, []
@@ -264,6 +271,8 @@ class Trainer:
     def _save(self) -> None:
         tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
         tensors["steps_since"] = self.steps_since.clone()
+        if self.budget is not None:
+            tensors.update(self.budget.state())
         opt_tensors, opt_meta = ckpt.optimizer_to_flat(self.optimizer)
         tensors.update(opt_tensors)
         if self.cfg.finetune_backbone:
@@ -281,6 +290,8 @@ class Trainer:
             raise ckpt.CheckpointError(f"{self.out}: cannot resume: the training data differ from the checkpoint's")
         self.head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
         self.steps_since = tensors["steps_since"].long()
+        if self.budget is not None:
+            self.budget.load(tensors)
         if self.cfg.finetune_backbone:
             self.encoder.backbone.model.load_state_dict(
                 {k[9:]: v for k, v in tensors.items() if k.startswith("backbone.")})
@@ -303,9 +314,12 @@ class Trainer:
         """All loss terms for one batch at current ``k``; returns ``(terms, z)``."""
         cfg, head = self.cfg, self.head
         pre = head.pre_activation(x)
-        z = topk_relu(pre, k)
+        if self.budget is not None:
+            z, z4 = self.budget.select(pre, self.sources[batch.source], batch, k, self.step)
+        else:
+            z, z4 = topk_relu(pre, k), topk_relu(pre, min(4 * k, self.h))
         x_hat = head.decode(z)
-        x_hat4 = head.decode(topk_relu(pre, min(4 * k, self.h)))
+        x_hat4 = head.decode(z4)
         dead = dead_mask(self.steps_since, cfg.dead_window).to(pre.device)
         terms = {
             "recon": normalized_mse(x, x_hat),
@@ -459,6 +473,8 @@ class Trainer:
             "settings": {k: v for k, v in self.cfg.to_dict().items() if k not in ("device", "threads", "cache_dir")},
             "history": [asdict(h) for h in self.history],
         }
+        if self.budget is not None:
+            self.budget.calibrate(self.head, self.sources, self.embeddings).store(conf)
         self.encoder._model_id = None
         self.encoder.save_pretrained(self.out, save_backbone=self.cfg.finetune_backbone)
         if self.cfg.finetune_backbone:  # reload: the backbone's identity becomes its saved weights' hash,
