@@ -209,9 +209,19 @@ def test_search_errors(client):
     assert_json_error(client.post("/search", json={"query": "x", "filter": {"topic": []}}), 422)
 
 
-def test_search_without_collections_is_503(enc):
+class Unreachable(MemorySparse):
+    def search(self, query, top_k=10, filter=None):
+        raise ConnectionError("connection refused")
+
+
+def test_search_without_collections_or_backend_is_503(enc):
+    from csr_adapter.integrations.fallback import FallbackSearcher
+
     with serve_in_thread(create_app(enc, config=ServeConfig(warmup=False))) as url:
         assert_json_error(httpx.post(url + "/search", json={"query": "x"}), 503, "no_collection")
+    down = {"down": FallbackSearcher(enc, sparse=Unreachable())}  # no dense fallback to serve from
+    with serve_in_thread(create_app(enc, down, ServeConfig(warmup=False))) as url:
+        assert_json_error(httpx.post(url + "/search", json={"query": "x"}), 503, "backend_unavailable")
 
 
 def test_auth_on_every_route_but_health(enc):

@@ -119,6 +119,10 @@ class _Service:
             raise ApiError(422, f"search rejected: {exc}") from None
         except CSRAdapterError as exc:  # backend unreachable, closed, corrupt
             raise ApiError(503, f"collection {name!r} unavailable: {exc}", "backend_unavailable") from None
+        except Exception as exc:  # a client library's own error (connection lost, ...): retryable, logged
+            errors.log.exception("search on %r failed", name)
+            raise ApiError(503, f"collection {name!r} unavailable ({type(exc).__name__})",
+                           "backend_unavailable") from None
         return {"collection": name, "reason": answer.reason, "hits": [h.to_dict() for h in answer.hits]}
 
     def info(self, model: str) -> dict[str, Any]:
