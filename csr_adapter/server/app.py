@@ -113,8 +113,12 @@ class _Service:
         code = result.sparse[0] if result.sparse else None
         loop = asyncio.get_running_loop()
         try:
-            answer = await loop.run_in_executor(self.search_pool, searcher.answer_encoded, code, result.dense[0],
-                                                req.top_k, req.filter)
+            answer = await asyncio.wait_for(loop.run_in_executor(
+                self.search_pool, searcher.answer_encoded, code, result.dense[0], req.top_k, req.filter),
+                self.config.timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(503, f"collection {name!r} did not answer within {self.config.timeout_s:g}s", "timeout",
+                           {"Retry-After": "1"}) from None
         except (TypeError, ValueError) as exc:  # bad filter, k mismatch: the caller's input
             raise ApiError(422, f"search rejected: {exc}") from None
         except CSRAdapterError as exc:  # backend unreachable, closed, corrupt
