@@ -8,7 +8,6 @@ is ``/embed``, as in TEI),
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -18,11 +17,9 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from .. import __version__
-from ..errors import CSRAdapterError
 from . import errors
-from .batching import BatchTimeout, Overloaded, Unavailable
 from .config import ServeConfig
-from .engine import EncodeEngine, EncodeJob, EncodeResult
+from .engine import EncodeJob
 from .errors import ApiError
 from .middleware import BearerAuth, BodyLimit
 from .schemas import (
@@ -35,108 +32,9 @@ from .schemas import (
     SearchResponse,
     SparseValue,
 )
+from .service import Service
 
 _ERRORS = {status: {"model": ErrorResponse} for status in (413, 422, 503)}
-
-
-def as_searcher(encoder, backend):
-    """A :class:`~csr_adapter.integrations.fallback.FallbackSearcher` as is; a bare backend = sparse only."""
-    if hasattr(backend, "answer_encoded"):
-        return backend
-    from ..integrations.fallback import FallbackSearcher
-
-    return FallbackSearcher(encoder, sparse=backend)
-
-
-class _Service:
-    """What the routes share: the engine, the collections and the limits."""
-
-    def __init__(self, encoder, collections: Mapping[str, Any], config: ServeConfig) -> None:
-        self.encoder = encoder
-        self.config = config
-        self.collections = {name: as_searcher(encoder, b) for name, b in collections.items()}
-        self.engine = EncodeEngine(
-            encoder, max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
-            max_queue=config.max_queue, timeout_s=config.timeout_s, encode_batch_size=config.encode_batch_size,
-        )
-        self.search_pool: ThreadPoolExecutor | None = None
-
-    def texts(self, inputs: str | list[str], prompt_name: str | None) -> list[str]:
-        """Check a request's inputs against the limits; return them with the prompt prefix applied."""
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        if not texts:
-            raise ApiError(422, "inputs must not be empty", "empty")
-        if len(texts) > self.config.max_inputs:
-            raise ApiError(413, f"{len(texts)} inputs; at most {self.config.max_inputs} per request")
-        for i, text in enumerate(texts):
-            if len(text) > self.config.max_chars:
-                raise ApiError(413, f"inputs[{i}] has {len(text)} characters; at most {self.config.max_chars}")
-            if not text.strip():
-                raise ApiError(422, f"inputs[{i}] is empty", "empty")
-        prefix = {"query": self.encoder.config.query_prefix,
-                  "document": self.encoder.config.document_prefix}.get(prompt_name or "", "")
-        return [prefix + t for t in texts] if prefix else texts
-
-    def check_k(self, k: int | None) -> int | None:
-        if k is not None and k > self.encoder.h:
-            raise ApiError(422, f"k={k} exceeds the model's h={self.encoder.h}")
-        return k
-
-    async def run(self, job: EncodeJob) -> EncodeResult:
-        try:
-            return await self.engine.run(job)
-        except Overloaded as exc:
-            raise ApiError(503, str(exc), "overloaded", {"Retry-After": "1"}) from None
-        except BatchTimeout as exc:
-            raise ApiError(503, str(exc), "timeout", {"Retry-After": "1"}) from None
-        except Unavailable as exc:
-            raise ApiError(503, str(exc), "unavailable", {"Retry-After": "1"}) from None
-
-    async def search(self, req: SearchRequest) -> dict[str, Any]:
-        if not self.collections:
-            raise ApiError(503, "no collection is served: start with --collection NAME", "no_collection")
-        name = req.collection or next(iter(self.collections))
-        searcher = self.collections.get(name)
-        if searcher is None:
-            raise ApiError(404, f"unknown collection {name!r}; served: {sorted(self.collections)}")
-        if not req.query.strip():
-            raise ApiError(422, "query is empty", "empty")
-        if len(req.query) > self.config.max_chars:
-            raise ApiError(413, f"query has {len(req.query)} characters; at most {self.config.max_chars}")
-        if req.top_k > self.config.max_top_k:
-            raise ApiError(422, f"top_k={req.top_k} exceeds the limit {self.config.max_top_k}")
-        k = self.check_k(req.k) or getattr(searcher, "k", None) or self.encoder.k
-        sparse = getattr(searcher, "sparse", None) is not None
-        job = EncodeJob([self.encoder.config.query_prefix + req.query], k=k if sparse else None, dense=True,
-                        normalize=False, raw=True)
-        result = await self.run(job)
-        code = result.sparse[0] if result.sparse else None
-        loop = asyncio.get_running_loop()
-        try:
-            answer = await asyncio.wait_for(loop.run_in_executor(
-                self.search_pool, searcher.answer_encoded, code, result.dense[0], req.top_k, req.filter),
-                self.config.timeout_s)
-        except asyncio.TimeoutError:
-            raise ApiError(503, f"collection {name!r} did not answer within {self.config.timeout_s:g}s", "timeout",
-                           {"Retry-After": "1"}) from None
-        except (TypeError, ValueError) as exc:  # bad filter, k mismatch: the caller's input
-            raise ApiError(422, f"search rejected: {exc}") from None
-        except CSRAdapterError as exc:  # backend unreachable, closed, corrupt
-            raise ApiError(503, f"collection {name!r} unavailable: {exc}", "backend_unavailable") from None
-        except Exception as exc:  # a client library's own error (connection lost, ...): retryable, logged
-            errors.log.exception("search on %r failed", name)
-            raise ApiError(503, f"collection {name!r} unavailable ({type(exc).__name__})",
-                           "backend_unavailable") from None
-        return {"collection": name, "reason": answer.reason, "hits": [h.to_dict() for h in answer.hits]}
-
-    def info(self, model: str) -> dict[str, Any]:
-        enc = self.encoder
-        return {"model": model, "model_id": enc.model_id, "backbone": enc.config.backbone, "d": enc.d, "h": enc.h,
-                "k": enc.k, "max_seq_length": enc.backbone.max_seq_length, "device": str(enc.device),
-                "collections": list(self.collections), "limits": self.config.limits(),
-                "batching": {"max_batch_size": self.config.max_batch_size, "max_wait_ms": self.config.max_wait_ms,
-                             "max_queue": self.config.max_queue, **self.engine.batcher.stats.to_dict()},
-                "version": __version__}
 
 
 def create_app(
@@ -149,7 +47,7 @@ def create_app(
     The micro-batcher starts with the app (ASGI lifespan), so run it under uvicorn or ``TestClient``.
     """
     config = config or ServeConfig()
-    service = _Service(encoder, collections or {}, config)
+    service = Service(encoder, collections or {}, config)
     model = model_name or f"csr-adapter/{encoder.config.backbone}"
 
     @asynccontextmanager
