@@ -293,6 +293,8 @@ def read_corpus(path: str | os.PathLike, opts: ReaderOptions | None = None) -> C
     root = Path(path).expanduser()
     if not root.exists():
         raise CorpusError(f"{path}: no such file or directory")
+    # one spelling per folder (symlinked or relative paths), so sources stay stable between runs
+    root = Path(os.path.realpath(root)) if root.is_dir() else Path(os.path.realpath(root.parent)) / root.name
     if root.is_dir():
         files, skipped = walk(root)
         if not files and not skipped:

@@ -81,6 +81,8 @@ def test_symlink_loops_and_duplicates(tmp_path):
     r = reasons(corpus)
     assert r["broken.txt"] == "broken symlink" and r["a.txt"].startswith("same file as")
     assert any("symlink loop" in s.reason for s in corpus.skipped)
+    os.symlink(root, tmp_path / "other-name")  # another spelling of the same folder: same sources
+    assert [d.source for d in read_corpus(tmp_path / "other-name").documents] == [corpus.documents[0].source]
 
 
 def test_path_errors(tmp_path):
