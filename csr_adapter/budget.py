@@ -252,3 +252,76 @@ def postings_per_query(queries, docs) -> float:
 def format_hist(hist: dict) -> str:
     """``1:12 2:80 3:5`` (active dims: rows)."""
     return " ".join(f"{k}:{v}" for k, v in sorted(hist.items(), key=lambda kv: int(kv[0])))
+
+
+def query_mode(encoder, doc_mode: str, k: int) -> str:
+    """How queries are served next to documents in ``doc_mode``: a corpus budget is for documents only,
+    so its queries use the calibrated θ when the model has one for this ``k``, else top-k."""
+    if doc_mode != "corpus":
+        return doc_mode
+    spec = BudgetSpec.from_config(encoder.config)
+    return "threshold" if spec is not None and spec.avg_k == k and spec.theta else "fixed"
+
+
+def eval_ks(encoder, mode: str, ks: list[int] | None) -> list[int]:
+    """The k values ``csr-adapter eval`` scores: threshold mode only has its calibrated k̄."""
+    check_mode(mode)
+    spec = BudgetSpec.from_config(encoder.config)
+    if mode == "threshold":
+        if spec is None:
+            raise BudgetError("threshold mode needs a calibrated θ: this model has none (train it with "
+                              "--budget pooled)")
+        if ks and ks != [spec.avg_k]:
+            raise BudgetError(f"threshold mode: this model's θ is calibrated for avg k {spec.avg_k}, not "
+                              f"{','.join(map(str, ks))}")
+        return [spec.avg_k]
+    return ks or [2, 4, 8, 16, 32]
+
+
+def format_active(rows: list[dict], mode: str) -> list[str]:
+    """Lines for ``csr-adapter eval``: mean and histogram of active dims per document and per query."""
+    lines = [f"active dims per text ({mode} budget): mean, histogram active:count"]
+    for r in rows:
+        if "doc_active" not in r:
+            continue
+        d, q = r["doc_active"], r["query_active"]
+        lines.append(f"  k={r['k']:<3} documents mean {d['mean']:.2f}  {format_hist(d['hist'])}")
+        lines.append(f"  {'':5} queries   mean {q['mean']:.2f}  {format_hist(q['hist'])}   "
+                     f"postings/query {r['postings_per_query']:.0f}")
+    return lines
+
+
+def encode_corpus(encoder, texts: list[str], avg_k: int, batch_size: int = 32, prefix: str = "",
+                  mode: str = "corpus", k_min: int | None = None, k_max: int | None = None,
+                  progress: bool = False):
+    """Dense vectors and codes of a whole corpus under ``mode`` (``corpus``: exactly ``N·k̄`` postings).
+
+    An empty corpus is a no-op (a warning says so) and gives empty results.
+    """
+    import warnings
+
+    from .sparse import SparseEmbeddings
+
+    check_mode(mode)
+    if mode == "corpus":
+        bounds_for(encoder.config, encoder.h, avg_k, k_min, k_max)  # bad bounds fail before encoding
+    if not texts:
+        warnings.warn("corpus budget: the corpus is empty, nothing to encode", stacklevel=2)
+        return np.zeros((0, encoder.d), np.float32), SparseEmbeddings.empty(encoder.h)
+    dense = encoder.encode_dense(texts, batch_size=batch_size, show_progress_bar=progress, prefix=prefix)
+    x = torch.from_numpy(dense)
+    normalize = encoder.config.normalize
+    return dense, sparsify(encoder, x, mode, avg_k, "document", normalize, k_min, k_max)
+
+
+def ingest_k(encoder, mode: str, k: int, avg_k: int | None, k_min: int | None, k_max: int | None) -> int:
+    """The (average) k of an ingest; checks ``--avg-k``/``--k-min``/``--k-max`` against ``mode``."""
+    if mode == "fixed":
+        if avg_k is not None or k_min is not None or k_max is not None:
+            raise BudgetError("--avg-k/--k-min/--k-max need --budget corpus")
+        return k
+    avg_k = k if avg_k is None else avg_k
+    if avg_k < 1 or avg_k > encoder.h:
+        raise BudgetError(f"avg-k must be in [1, {encoder.h}], got {avg_k}")
+    bounds_for(encoder.config, encoder.h, avg_k, k_min, k_max)
+    return avg_k

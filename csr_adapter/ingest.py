@@ -116,15 +116,17 @@ def _complete(stored: dict[str, tuple[str, int]], content_hash: str) -> bool:
     return bool(stored) and all(h == content_hash and n == len(stored) for h, n in stored.values())
 
 
-def plan(corpus: Corpus, chunker: Chunker, state: IndexState, prune: bool = False) -> Plan:
-    """Decide what to encode and what to delete, from the corpus and the index state."""
+def plan(corpus: Corpus, chunker: Chunker, state: IndexState, prune: bool = False, full: bool = False) -> Plan:
+    """Decide what to encode and what to delete, from the corpus and the index state.
+
+    ``full``: (re-)encode every chunk, stored or not (a corpus budget depends on the whole corpus)."""
     files = state.files
     todo, stale, empty, chunks, unchanged = [], [], [], 0, 0
     pending: list[tuple[Document, str]] = []
     for doc in corpus.documents:
         content_hash = doc.content_hash(chunker.signature)
         stored = state.points.get(doc.source, {})
-        if _complete(stored, content_hash):
+        if not full and _complete(stored, content_hash):
             chunks += len(stored)
             unchanged += len(stored)
         else:
@@ -139,7 +141,7 @@ def plan(corpus: Corpus, chunker: Chunker, state: IndexState, prune: bool = Fals
         for i, (pid, piece) in enumerate(zip(ids, pieces)):
             if pid in stored:
                 unchanged += 1
-            else:
+            if pid not in stored or full:
                 todo.append(_Todo(pid, doc, i, len(pieces), piece, content_hash))
         keep = set(ids)
         stale += [pid for pid in stored if pid not in keep]
@@ -158,30 +160,43 @@ def plan(corpus: Corpus, chunker: Chunker, state: IndexState, prune: bool = Fals
 def ingest_corpus(
     encoder, backend, corpus: Corpus, *, k: int | None = None, batch_size: int = 32, hybrid: bool = False,
     prune: bool = False, chunker: Chunker | None = None, progress: bool = True, group: int | None = None,
+    budget: str = "fixed", k_min: int | None = None, k_max: int | None = None,
 ) -> IngestReport:
     """Bring ``backend`` in line with ``corpus``: encode/upsert missing chunks, then delete stale ones.
 
     Chunks are encoded and written ``group`` at a time (default ``8 * batch_size``): a crash loses at
-    most one group of work.
+    most one group of work. ``budget="corpus"``: one cutoff over all chunks gives ``chunks·k`` postings
+    (``k`` = the average), so every chunk is re-encoded and re-written on each run.
     """
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
     chunker = chunker or Chunker.for_encoder(encoder)
     k = encoder.k if k is None else k
-    work = plan(corpus, chunker, IndexState.read(backend), prune)
+    work = plan(corpus, chunker, IndexState.read(backend), prune, full=budget == "corpus")
     work.todo.sort(key=lambda t: (-t.chunk.tokens, t.id))  # length-sorted batches pad less
     prefix = encoder.config.document_prefix
     group = group or 8 * batch_size
     t_encode = t_upsert = 0.0
+    pooled = None
+    if budget != "fixed":
+        from .budget import encode_corpus
+
+        t0 = time.perf_counter()
+        pooled = encode_corpus(encoder, [t.chunk.text for t in work.todo], k, batch_size, prefix, budget,
+                               k_min, k_max, progress)
+        t_encode += time.perf_counter() - t0
     bar = tqdm(total=len(work.todo), desc="ingest", unit="chunk", disable=not progress or not work.todo,
                file=sys.stderr, dynamic_ncols=True)
     try:
         for lo in range(0, len(work.todo), group):
             part = work.todo[lo:lo + group]
             t0 = time.perf_counter()
-            dense = encoder.encode_dense([t.chunk.text for t in part], batch_size=batch_size, prefix=prefix)
-            codes = encoder.sparsify(dense, k)
+            if pooled is not None:
+                dense, codes = pooled[0][lo:lo + group], pooled[1][lo:lo + group]
+            else:
+                dense = encoder.encode_dense([t.chunk.text for t in part], batch_size=batch_size, prefix=prefix)
+                codes = encoder.sparsify(dense, k)
             t1 = time.perf_counter()
             backend.upsert([Point(t.id, t.payload(), codes[i], dense[i] if hybrid else None)
                             for i, t in enumerate(part)])

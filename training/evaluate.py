@@ -108,19 +108,29 @@ def evaluate_dense(docs: np.ndarray, queries: np.ndarray, data: BeirData) -> dic
 
 
 def evaluate_sparse(encoder, docs: np.ndarray, queries: np.ndarray, data: BeirData,
-                    ks: Sequence[int] = (2, 4, 8, 16, 32)) -> list[dict]:
-    """One row per k: nDCG@10, Recall@100 and the corpus codes' statistics."""
+                    ks: Sequence[int] = (2, 4, 8, 16, 32), budget: str = "fixed") -> list[dict]:
+    """One row per k: nDCG@10, Recall@100, the corpus codes' statistics and active dims per doc/query.
+
+    ``budget``: ``fixed`` (top-k), ``threshold`` (calibrated θ) or ``corpus`` (a cutoff over the corpus
+    giving ``N·k`` postings; queries then use θ if calibrated for k, else top-k).
+    """
+    from ..budget import nnz_stats, postings_per_query, query_mode
+
     rows = []
     for k in ks:
-        dcodes, qcodes = encoder.sparsify(docs, k=k), encoder.sparsify(queries, k=k)
+        dcodes = encoder.sparsify(docs, k=k, budget=budget, role="document")
+        qcodes = encoder.sparsify(queries, k=k, budget=query_mode(encoder, budget, k), role="query")
         run = rank(qcodes.dot(dcodes), list(data.queries), list(data.corpus), positive_only=True)
-        rows.append({"k": int(k), **retrieval_metrics(run, data.qrels), **code_stats(dcodes)})
+        rows.append({"k": int(k), "budget": budget, **retrieval_metrics(run, data.qrels), **code_stats(dcodes),
+                     "doc_active": nnz_stats(dcodes), "query_active": nnz_stats(qcodes),
+                     "postings_per_query": postings_per_query(qcodes, dcodes)})
     return rows
 
 
 def evaluate_beir(encoder, data: BeirData, ks: Sequence[int] = (2, 4, 8, 16, 32), dense: bool = True,
-                  cache_dir: str | Path | None = None, show_progress_bar: bool = True) -> list[dict]:
+                  cache_dir: str | Path | None = None, show_progress_bar: bool = True,
+                  budget: str = "fixed") -> list[dict]:
     """Sparse rows for each k (and the dense reference row first) on a loaded BEIR split."""
     docs, queries = embed_beir(encoder, data, cache_dir, show_progress_bar)
     rows = [evaluate_dense(docs, queries, data)] if dense else []
-    return rows + evaluate_sparse(encoder, docs, queries, data, ks)
+    return rows + evaluate_sparse(encoder, docs, queries, data, ks, budget)

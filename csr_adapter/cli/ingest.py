@@ -68,6 +68,12 @@ def _show(path: str) -> str:
 @click.option("--max-file-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
               help="Skip files larger than this.")
 @click.option("--overlap", type=int, default=None, help="Tokens shared by neighbouring chunks (default 1/8 window).")
+@click.option("--budget", type=click.Choice(["fixed", "corpus"]), default="fixed", show_default=True,
+              help="corpus: one cutoff over all chunks, exactly chunks x avg-k postings (variable k per chunk; "
+                   "every chunk is re-encoded on each run).")
+@click.option("--avg-k", type=int, default=None, help="Corpus budget: average active dims per chunk (default --k).")
+@click.option("--k-min", type=int, default=None, help="Corpus budget: fewest active dims per chunk.")
+@click.option("--k-max", type=int, default=None, help="Corpus budget: most active dims per chunk.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @device_option
 @threads_option
@@ -75,6 +81,7 @@ def _show(path: str) -> str:
 def ingest(path: str, backend: str, collection: str, store: str | None, url: str | None, api_key: str | None,
            model: str | None, k: int | None, batch_size: int, recreate: bool, prune: bool, hybrid: bool,
            idf: bool, with_fallback: bool, text_field: str, max_file_mb: float, overlap: int | None,
+           budget: str, avg_k: int | None, k_min: int | None, k_max: int | None,
            no_progress: bool, device: str, threads: int, as_json: bool) -> None:
     """Encode PATH (folder, file, or - for JSONL on stdin) into a collection; re-runs add only what changed."""
     from ..corpus import Chunker, ReaderOptions, read_corpus
@@ -90,6 +97,9 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
         chunker = Chunker.for_encoder(enc, overlap)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--k/--overlap") from None
+    from ..budget import ingest_k
+
+    k = ingest_k(enc, budget, k, avg_k, k_min, k_max)
     meta = CollectionMeta(enc.model_id, enc.h, k, d=enc.d if hybrid else None, idf=idf)
     be = _open(backend, collection, store, url, api_key, meta=meta, recreate=recreate, threads=threads or None)
     if with_fallback:
@@ -99,7 +109,8 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
     try:
         report = ingest_corpus(enc, be, corpus, k=k, batch_size=batch_size,
                                hybrid=hybrid or getattr(be, "needs_dense", False), prune=prune,
-                               chunker=chunker, progress=not (no_progress or as_json))
+                               chunker=chunker, progress=not (no_progress or as_json),
+                               budget=budget, k_min=k_min, k_max=k_max)
     finally:
         be.close()
     report.total_seconds = time.perf_counter() - start
@@ -158,12 +169,14 @@ def parse_filters(items: tuple[str, ...]) -> dict[str, list]:
 @click.option("--rrf-k", type=click.IntRange(min=1), default=60, show_default=True,
               help="RRF constant: score = sum of 1/(rrf_k + rank), rank from 0.")
 @click.option("--no-fallback", is_flag=True, help="Sparse only, even if the collection has a FAISS fallback.")
+@click.option("--budget", type=click.Choice(["fixed", "threshold"]), default="fixed", show_default=True,
+              help="Query code: top-k, or the model's calibrated threshold (pooled-budget models).")
 @device_option
 @threads_option
 @json_option
 def search(query: str, backend: str, collection: str, store: str | None, url: str | None, api_key: str | None,
            model: str | None, top_k: int, k: int | None, filters: tuple[str, ...], hybrid: bool, rrf_k: int,
-           no_fallback: bool, device: str, threads: int, as_json: bool) -> None:
+           no_fallback: bool, budget: str, device: str, threads: int, as_json: bool) -> None:
     """Search a collection for QUERY; prints rank, score, source and a snippet."""
     from ..head import check_k
     from ..integrations.base import CollectionMismatchError
@@ -183,7 +196,7 @@ def search(query: str, backend: str, collection: str, store: str | None, url: st
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--k") from None
         dense = enc.encode_dense([query], prefix=enc.config.query_prefix)
-        code = enc.sparsify(dense, k)[0]
+        code = enc.sparsify(dense, k, budget=budget, role="query")[0]
         if hybrid:
             hits = be.hybrid_search(code, dense[0], top_k=top_k, filter=flt, rrf_k=rrf_k)
         else:

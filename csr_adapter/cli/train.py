@@ -59,6 +59,13 @@ def _score_rows(rows: list[dict]) -> list[dict]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--init-from", type=click.Path(file_okay=False), default=None,
               help="Start the head from this model directory (e.g. frozen-trained, before --finetune-backbone).")
+@click.option("--budget", type=click.Choice(["fixed", "pooled"]), default="fixed", show_default=True,
+              help="pooled: top B*k over each batch (per role) with [k-min, k-max] per item; serves with a "
+                   "calibrated threshold (SeqTopK/BatchTopK).")
+@click.option("--k-min", type=int, default=None, help="Pooled: fewest active dims per item (default max(1, k/2)).")
+@click.option("--k-max", type=int, default=None, help="Pooled: most active dims per item (default 4k).")
+@click.option("--threshold-frac", type=float, default=0.1, show_default=True,
+              help="Pooled: final share of steps trained in threshold mode (as served).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
 @click.option("--eval-data", type=click.Path(file_okay=False), default=None,
               help="BEIR folder to evaluate after training; scores go into the model card.")
@@ -122,35 +129,40 @@ def _format_rows(rows: list[dict]) -> list[str]:
 @click.command("eval")
 @click.option("--data", "data", required=True, type=click.Path(file_okay=False), help="BEIR folder.")
 @model_option
-@click.option("--k", "ks", default="2,4,8,16,32", show_default=True, help="Comma-separated k values.")
+@click.option("--k", "ks", default=None, help="Comma-separated k values [default: 2,4,8,16,32; threshold: "
+              "the calibrated k].")
 @click.option("--split", default="test", show_default=True, help="qrels split to evaluate.")
+@click.option("--budget", type=click.Choice(["fixed", "threshold", "corpus"]), default="fixed", show_default=True,
+              help="fixed: top-k per text; threshold: calibrated θ (pooled models); corpus: N*k postings over "
+                   "the corpus.")
 @click.option("--no-dense", is_flag=True, help="Skip the dense backbone reference row.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Embedding cache folder.")
 @device_option
 @threads_option
 @json_option
-def eval_cmd(data: str, model: str | None, ks: str, split: str, no_dense: bool, cache_dir: str | None,
-             device: str, threads: int, as_json: bool) -> None:
+def eval_cmd(data: str, model: str | None, ks: str | None, split: str, budget: str, no_dense: bool,
+             cache_dir: str | None, device: str, threads: int, as_json: bool) -> None:
     """nDCG@10, Recall@100, active dims, dead latents and posting-list skew on a BEIR split, per k."""
+    from ..budget import eval_ks, format_active
     from ..training.beir import load_beir
     from ..training.evaluate import evaluate_beir
     from .options import load_encoder
 
-    k_list = _parse_ks(ks)
     beir = load_beir(data, split=split)
     enc = load_encoder(model, device, threads)
+    k_list = eval_ks(enc, budget, _parse_ks(ks) if ks else None)
     bad = [k for k in k_list if k > enc.h]
     if bad:
         raise click.BadParameter(f"k={bad[0]} exceeds the model's h={enc.h}", param_hint="--k")
     fine_tuned = enc.backbone.identity != "all-MiniLM-L6-v2"
     rows = evaluate_beir(enc, beir, ks=k_list, dense=not no_dense, cache_dir=cache_dir,
-                         show_progress_bar=not as_json)
+                         show_progress_bar=not as_json, budget=budget)
     result = {"data": str(data), "split": split, "model": model or "default", "model_id": enc.model_id,
-              "queries": len(beir.qrels), "docs": len(beir.corpus), "rows": rows}
+              "budget": budget, "queries": len(beir.qrels), "docs": len(beir.corpus), "rows": rows}
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     click.echo(f"{Path(data).name} {split}: {len(beir.qrels)} queries, {len(beir.corpus)} docs, "
                f"model {result['model']} ({enc.model_id}{', finetuned backbone' if fine_tuned else ''})")
-    for line in _format_rows(rows):
+    for line in _format_rows(rows) + format_active(rows, budget):
         click.echo(line)
