@@ -15,6 +15,7 @@ re-run always converges to what one uninterrupted run would have written.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import uuid
@@ -59,6 +60,14 @@ class Plan:
     empty: list[Skip] = field(default_factory=list)
 
 
+def reason_kind(reason: str) -> str:
+    """A skip reason without its specifics (line numbers, sizes, byte offsets, paths)."""
+    reason = re.sub(r"^(line|row|item) \d+: ", "", reason)
+    reason = re.sub(r"^[\d.]+ MB is over", "over", reason)
+    reason = re.sub(r"^same file as .*", "same file as another", reason)
+    return reason.split(" (")[0]
+
+
 @dataclass
 class IngestReport:
     """What one ingest did (the CLI summary; ``to_dict`` for ``--json``)."""
@@ -84,8 +93,8 @@ class IngestReport:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
     def skip_reasons(self) -> dict[str, int]:
-        return dict(Counter(s.reason.split(" (")[0] if s.reason.startswith("line ") else s.reason
-                            for s in self.skipped).most_common())
+        """Skips grouped by kind of reason (``{"binary file": 2, "not JSON": 1}``)."""
+        return dict(Counter(reason_kind(s.reason) for s in self.skipped).most_common())
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -132,7 +132,7 @@ class EdgeBackend:
         return check_meta(stored, wanted, f"collection {self.path}")
 
     def _remove(self) -> None:
-        looks_ours = (self.path / EDGE_FILE).exists() or (self.path / META_FILE).exists()
+        looks_ours = any((self.path / name).exists() for name in (EDGE_FILE, META_FILE, "segments", "wal"))
         if self.path.is_dir() and (looks_ours or not any(self.path.iterdir())):
             shutil.rmtree(self.path)
         elif self.path.exists():
