@@ -66,6 +66,14 @@ def _clean(emb: SparseEmbedding) -> tuple[list[int], list[float]]:
     return idx.tolist(), val.tolist()
 
 
+def _config(meta: CollectionMeta, threads: int | None):
+    """The shard layout for ``meta`` (sparse ``csr`` with optional IDF, optional dense) + search threads."""
+    q = _edge()
+    sparse = q.EdgeSparseVectorParams(modifier=q.Modifier.Idf if meta.idf else None)
+    vectors = {DENSE: q.EdgeVectorParams(size=meta.d, distance=q.Distance.Dot)} if meta.d else None
+    return q.EdgeConfig(vectors=vectors, sparse_vectors={SPARSE: sparse}, max_search_threads=threads)
+
+
 class EdgeBackend:
     """A CSR collection in an embedded Qdrant Edge shard (implements :class:`~.base.Backend`).
 
@@ -92,17 +100,16 @@ class EdgeBackend:
         if not exists:
             self._check_writable()
             self._check_space()
-            sparse = q.EdgeSparseVectorParams(modifier=q.Modifier.Idf if meta.idf else None)
-            vectors = {DENSE: q.EdgeVectorParams(size=meta.d, distance=q.Distance.Dot)} if meta.d else None
             if threads is None:
                 from ..runtime import available_cores
 
                 threads = available_cores()
-            config = q.EdgeConfig(vectors=vectors, sparse_vectors={SPARSE: sparse}, max_search_threads=threads)
-            self._shard = self._call(q.EdgeShard.create, str(self.path), config)
+            self._shard = self._call(q.EdgeShard.create, str(self.path), _config(meta, threads))
             self._write_meta(meta)
         else:
-            self._shard = self._call(q.EdgeShard.load, str(self.path))
+            stored = self._stored_meta() if threads else None  # reopen with this many search threads
+            config = _config(stored, threads) if stored is not None else None
+            self._shard = self._call(q.EdgeShard.load, str(self.path), config)
         try:
             self.meta = self._read_meta(meta)
         except BaseException:
@@ -118,17 +125,22 @@ class EdgeBackend:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         tmp.replace(self.path / META_FILE)
 
-    def _read_meta(self, wanted: CollectionMeta | None) -> CollectionMeta:
+    def _stored_meta(self) -> CollectionMeta | None:
         file = self.path / META_FILE
-        if not file.exists():  # killed between creating the shard and writing its meta
+        if not file.exists():
+            return None
+        try:
+            return CollectionMeta.from_dict(json.loads(file.read_text(encoding="utf-8"))["meta"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackendError(f"{file}: unreadable collection metadata ({exc})") from None
+
+    def _read_meta(self, wanted: CollectionMeta | None) -> CollectionMeta:
+        stored = self._stored_meta()
+        if stored is None:  # killed between creating the shard and writing its meta
             if self.count() == 0 and wanted is not None:
                 self._write_meta(wanted)
                 return wanted
-            raise BackendError(f"{file}: missing, the collection's model is unknown (use --recreate)")
-        try:
-            stored = CollectionMeta.from_dict(json.loads(file.read_text(encoding="utf-8"))["meta"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BackendError(f"{file}: unreadable collection metadata ({exc})") from None
+            raise BackendError(f"{self.path / META_FILE}: missing, the collection's model is unknown (use --recreate)")
         return check_meta(stored, wanted, f"collection {self.path}")
 
     def _remove(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -177,6 +178,10 @@ def test_persisted_and_reopened(tmp_path, data):
     assert be.count() == 200 and be.search(data[0][9], top_k=1)[0].id == pid(9)
     with pytest.raises(BackendError, match="open in another process"):
         EdgeBackend(tmp_path / "c", create=False)
+    be.close()
+    be = EdgeBackend(tmp_path / "c", create=False, threads=1)  # --threads reaches Edge's search pool
+    assert json.loads((tmp_path / "c" / "edge_config.json").read_text())["max_search_threads"] == 1
+    assert be.count() == 200
     be.close()
 
 
