@@ -8,6 +8,8 @@ runs right before and after it, so drifting background load hits both sides alik
 in-process throughput under load, p99 < 5x p50, 0 failed requests.
 
     python benchmarks/serve.py [--clients 32] [--duration 60] [--warmup 5] [--docs 256] [--threads 0]
+    python benchmarks/serve.py --texts queries   # short SciFact queries instead: HTTP overhead weighs more
+                                                 # (-> results/serve.queries.json)
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import time
 
 import numpy as np
-from _common import REPO, scifact_docs, write_result
+from _common import REPO, SCIFACT, scifact_docs, write_result
 
 CONFIGS = {  # name -> extra `csr-adapter serve` arguments
     "micro-batching": ["--max-batch-size", "32", "--max-wait-ms", "5"],
@@ -96,6 +98,12 @@ async def load(url: str, texts: list[str], clients: int, duration: float, warmup
             "mean_ms": float(lat.mean()) if len(lat) else float("nan"), "p99_over_p50": p99 / p50}
 
 
+def scifact_queries(limit: int) -> list[str]:
+    from csr_adapter.training.beir import load_beir
+
+    return list(load_beir(SCIFACT, split="test").queries.values())[:limit]
+
+
 def in_process(enc, texts: list[str], rounds: int) -> float:
     best = float("inf")
     for _ in range(rounds):
@@ -110,7 +118,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--duration", type=float, default=60.0, help="measured seconds per configuration (<= 60)")
     ap.add_argument("--warmup", type=float, default=5.0)
-    ap.add_argument("--docs", type=int, default=256)
+    ap.add_argument("--docs", type=int, default=256, help="texts in the pool (documents or queries)")
+    ap.add_argument("--texts", choices=["docs", "queries"], default="docs")
     ap.add_argument("--rounds", type=int, default=2, help="in-process rounds (best kept), before and after")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of: " + ", ".join(CONFIGS))
@@ -121,7 +130,7 @@ def main() -> None:
     from csr_adapter.runtime import set_threads
 
     threads = set_threads(args.threads)
-    _, texts = scifact_docs(args.docs)
+    texts = scifact_docs(args.docs)[1] if args.texts == "docs" else scifact_queries(args.docs)
     enc = CSREncoder.from_pretrained(device="cpu")
     enc.encode_documents(texts[:64])  # warm-up
     reference = [in_process(enc, texts, args.rounds)]
@@ -152,12 +161,14 @@ def main() -> None:
         print(name, {k: v for k, v in run.items() if k != "server_batching"}, flush=True)
         print(f"in-process encode_documents: {reference[-1]:.1f} docs/s", flush=True)
 
-    result = {"clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup, "docs": len(texts),
+    result = {"texts": args.texts, "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
+              "pool": len(texts),
               "threads": threads, "texts_per_request": 1, "in_process_docs_per_s": reference,
               "configs": {n: CONFIGS[n] for n in runs}, "runs": runs,
               "goal": ">= 0.8x in-process throughput, p99 < 5x p50, 0 failures",
               "note": "server, load generator and in-process run share the box's cores (and other users' jobs)"}
-    md = ["# Serve load test (loopback, POST /embed_sparse, one SciFact doc per request)", "",
+    what = "doc" if args.texts == "docs" else "query"
+    md = [f"# Serve load test (loopback, POST /embed_sparse, one SciFact {what} per request)", "",
           f"{args.clients} closed-loop clients, {args.duration:g} s measured after {args.warmup:g} s warm-up per "
           f"configuration; server and clients share {os.cpu_count()} cores ({threads} torch threads). "
           "In-process `encode_documents` (batch 32), measured before/between/after: "
@@ -174,7 +185,7 @@ def main() -> None:
            "server (torch threads + event loop) and its client process get a larger share of the CPU than the single "
            "in-process encoder, so a ratio above 1x says 'no serving overhead visible', not 'faster than in-process'.",
            ""]
-    path = write_result("serve", result, "\n".join(md))
+    path = write_result("serve" if args.texts == "docs" else "serve.queries", result, "\n".join(md))
     print("\n".join(md))
     print(f"wrote {path}")
 
