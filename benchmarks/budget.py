@@ -39,12 +39,13 @@ CACHE = REPO / "benchmarks" / ".cache" / "budget"
 SEED = 0
 SETTINGS = dict(h=1536, k_init=64, anneal_frac=0.7, batch_size=256, lr=1e-3, contrastive_weight=0.1,
                 temperature=0.1, seed=SEED, device="cpu")
-# (row label, training budget, document serving mode)
-ROWS = (("fixed k (top-k per text)", "fixed", "fixed"),
-        ("pooled, threshold θ", "pooled", "threshold"),
-        ("pooled, corpus cutoff", "pooled", "corpus"),
-        ("ablation: pooled-trained, served top-k", "pooled", "fixed"),
-        ("ablation: fixed-trained, corpus cutoff", "fixed", "corpus"))
+# (row label, training budget, document serving mode, query serving mode; None = as the document mode serves)
+ROWS = (("fixed k (top-k per text)", "fixed", "fixed", None),
+        ("pooled, threshold θ", "pooled", "threshold", None),
+        ("pooled, corpus cutoff", "pooled", "corpus", None),
+        ("pooled, corpus cutoff, queries top-k̄", "pooled", "corpus", "fixed"),
+        ("ablation: pooled-trained, served top-k", "pooled", "fixed", None),
+        ("ablation: fixed-trained, corpus cutoff", "fixed", "corpus", None))
 
 
 def model(budget: str, k: int, epochs: int, threads: int) -> Path:
@@ -65,11 +66,10 @@ def model(budget: str, k: int, epochs: int, threads: int) -> Path:
     return out
 
 
-def score(enc: CSREncoder, docs, queries, test, k: int, doc_mode: str) -> dict:
+def score(enc: CSREncoder, docs, queries, test, k: int, doc_mode: str, q_mode: str | None = None) -> dict:
     """Serve docs in ``doc_mode`` and queries as that mode serves them; nDCG, nnz, postings, skew."""
-    q_mode = "fixed" if doc_mode == "fixed" else query_mode(enc, doc_mode, k)
-    if doc_mode == "corpus" and BudgetSpec.from_config(enc.config) is None:
-        q_mode = "fixed"
+    if q_mode is None:
+        q_mode = "fixed" if BudgetSpec.from_config(enc.config) is None else query_mode(enc, doc_mode, k)
     dcodes = enc.sparsify(docs, k=k, budget=doc_mode, role="document")
     qcodes = enc.sparsify(queries, k=k, budget=q_mode, role="query")
     run = rank(qcodes.dot(dcodes), list(test.queries), list(test.corpus), positive_only=True)
@@ -95,7 +95,7 @@ def goals(results: dict, ks: list[int]) -> list[str]:
     out = []
     for k in ks:
         base = results[str(k)]["fixed k (top-k per text)"]
-        for label in ("pooled, threshold θ", "pooled, corpus cutoff"):
+        for label in ("pooled, threshold θ", "pooled, corpus cutoff", "pooled, corpus cutoff, queries top-k̄"):
             r = results[str(k)][label]
             rel = 100 * (r["ndcg@10"] / base["ndcg@10"] - 1)
             size = r["index_postings"] <= base["index_postings"]
@@ -143,16 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {}
     for k in ks:
         results[str(k)] = {}
-        for label, budget, doc_mode in ROWS:
-            def fn(budget=budget, doc_mode=doc_mode, k=k):
+        for label, budget, doc_mode, q_mode in ROWS:
+            def fn(budget=budget, doc_mode=doc_mode, q_mode=q_mode, k=k):
                 enc = CSREncoder.from_pretrained(model(budget, k, args.epochs, args.threads), device="cpu")
-                row = score(enc, docs, queries, test, k, doc_mode)
+                row = score(enc, docs, queries, test, k, doc_mode, q_mode)
                 return row | {"budget": enc.config.extra.get("budget"), "model_id": enc.model_id}
-            results[str(k)][label] = cell(f"{budget}-{doc_mode}-k{k}-e{args.epochs}", fn)
+            name = f"{budget}-{doc_mode}{'-q' + q_mode if q_mode else ''}-k{k}-e{args.epochs}"
+            results[str(k)][label] = cell(name, fn)
             r = results[str(k)][label]
             print(f"k̄={k} {label}: nDCG@10 {r['ndcg@10']:.4f}  nnz/doc {r['doc_active']['mean']:.2f}  "
                   f"nnz/query {r['query_active']['mean']:.2f}", flush=True)
-    result = {"ks": ks, "epochs": args.epochs, "results": results, "goals": goals(results, ks),
+    command = "python benchmarks/budget.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    result = {"command": command, "ks": ks, "epochs": args.epochs, "results": results, "goals": goals(results, ks),
               "seconds": round(time.time() - start, 1), "notes": [
                   "Pooled training: per step, the items of each role (SciFact documents, SciFact queries, "
                   "Banking77 texts) share a budget of n·k_t activations with k_min <= per item <= k_max "
@@ -166,6 +168,15 @@ def main(argv: list[str] | None = None) -> int:
                   "Corpus cutoff: exactly N·k̄ postings over the corpus; its queries use the query θ "
                   "(queries arrive one at a time). Threshold-mode queries may average slightly off k̄ "
                   "(θ is calibrated on train queries; the test queries are only scored).",
+                  "Threshold and corpus rows coincide here: SciFact's test corpus is the training corpus, on "
+                  "which θ_document is calibrated (unsupervised; no test query is used), so θ reproduces the "
+                  "corpus cutoff exactly.",
+                  "Where the budget goes (k̄=2): with k_min = 1 about a third of the documents keep a single "
+                  "latent; under cosine scoring every single-latent document on latent j scores the same "
+                  "for a query, so rankings among them are ties. On a seeded 20% hold-out of SciFact *train* "
+                  "queries (8 epochs) the same pattern held: fixed 0.480 vs pooled threshold 0.402 "
+                  "(k_max 8) / 0.406 (k_max 4); ranking the corpus cutoff by activation relative to each "
+                  "document's top activation instead of absolute did not fix it (0.427).",
                   "Epochs are fewer than the shipped default's 20 to keep the benchmark under 10 minutes on "
                   "a 2-core CPU; fixed and pooled heads get the same schedule.",
               ]}

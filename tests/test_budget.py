@@ -37,11 +37,11 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_beir(tmp_path_factory) -> Path:
-    """Real SciFact in BEIR layout: 40 train queries, 30 test queries, ~130 docs."""
+    """Real SciFact in BEIR layout: 24 train queries, 16 test queries, ~70 docs."""
     tr, te = load_beir(SCIFACT, "train"), load_beir(SCIFACT, "test")
-    train_q, test_q = sorted(tr.qrels)[:40], sorted(te.qrels)[:30]
+    train_q, test_q = sorted(tr.qrels)[:24], sorted(te.qrels)[:16]
     rel = {d for q in train_q for d in tr.qrels[q]} | {d for q in test_q for d in te.qrels[q]}
-    docs = [d for d in tr.corpus if d in rel] + [d for d in tr.corpus if d not in rel][:40]
+    docs = [d for d in tr.corpus if d in rel] + [d for d in tr.corpus if d not in rel][:24]
     root = tmp_path_factory.mktemp("budget_beir")
     _jsonl(root / "corpus.jsonl", [{"_id": d, "title": tr.corpus[d]["title"], "text": tr.corpus[d]["text"]}
                                    for d in docs])
@@ -98,9 +98,9 @@ def test_threshold_mode_is_batch_independent_and_stored(pooled_model):
 def test_corpus_mode_gives_exactly_n_times_k_postings(pooled_model, tiny_beir):
     enc = CSREncoder.from_pretrained(pooled_model, device="cpu")
     data = load_beir(tiny_beir, "test")
-    texts = [data.doc_text(d) for d in list(data.corpus)[:50]]
+    texts = [data.doc_text(d) for d in list(data.corpus)[:40]]
     dense, codes = encode_corpus(enc, texts, 4)
-    assert codes.nnz.sum() == 50 * 4 and codes.nnz.max() <= enc.config.extra["budget"]["k_max"]
+    assert codes.nnz.sum() == 40 * 4 and codes.nnz.max() <= enc.config.extra["budget"]["k_max"]
     np.testing.assert_allclose(np.linalg.norm(codes.to_dense(), axis=1), 1.0, rtol=1e-5)
     fixed = enc.sparsify(dense, k=4)
     assert postings_per_query(fixed[:5], codes) > 0 and nnz_stats(codes)["mean"] == 4.0
@@ -119,6 +119,10 @@ def test_default_model_unchanged_in_fixed_mode(encoder):
         encoder.sparsify(dense, budget="threshold")
     corpus = encoder.sparsify(dense, k=2, budget="corpus")  # any model can do a corpus budget
     assert corpus.nnz.sum() == 4
+    out = run("encode", *texts, "--k", "2", "--budget", "corpus", "--json")
+    assert out.exit_code == 0, out.output and sum(len(r["indices"]) for r in json.loads(out.output)) == 4
+    bad = run("encode", "x", "--budget", "threshold")
+    assert bad.exit_code != 0 and "needs a calibrated θ" in bad.output
 
 
 # -- bad input -----------------------------------------------------------------------------------------------

@@ -47,17 +47,20 @@ def info(model: str | None, device: str, as_json: bool) -> None:
 @click.command()
 @click.argument("texts", nargs=-1, required=True)
 @click.option("--k", type=int, default=None, help="Active latents per code (default: the model's k).")
+@click.option("--budget", type=click.Choice(["fixed", "threshold", "corpus"]), default="fixed", show_default=True,
+              help="fixed: top-k per text; threshold: the model's calibrated θ; corpus: k x texts postings in all.")
 @model_option
 @device_option
 @threads_option
 @json_option
-def encode(texts: tuple[str, ...], k: int | None, model: str | None, device: str, threads: int, as_json: bool) -> None:
+def encode(texts: tuple[str, ...], k: int | None, budget: str, model: str | None, device: str, threads: int,
+           as_json: bool) -> None:
     """Print the sparse code of each TEXT (use '-' to read one text per line from stdin)."""
     if texts == ("-",):
         texts = tuple(line.rstrip("\n") for line in click.get_text_stream("stdin"))
     enc = load_encoder(model, device, threads)
     try:
-        codes = enc.encode(list(texts), k=k)
+        codes = enc.encode(list(texts), k=k, budget=budget)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--k") from None
     rows = [{"text": t, "indices": r.indices.tolist(), "values": [round(float(v), 6) for v in r.values]}
