@@ -185,3 +185,9 @@ def test_ingest_corpus_budget_recomputed_on_reingest(pooled_model, tmp_path):
                      (("--k-max", "2"), "avg-k 4 is above k_max (2)")):
         out = run(*args[:-1], *bad)
         assert out.exit_code != 0 and msg in out.output
+
+
+def test_train_cli_rejects_bad_bounds(tiny_beir, tmp_path):
+    out = run("train", tiny_beir, "--out", tmp_path / "m", "--budget", "pooled", "--k", "4", "--k-min", "5",
+              "--k-max", "3", "--no-progress", "--threads", "1")
+    assert out.exit_code != 0 and "k_min (5) > k_max (3)" in out.output and "Traceback" not in out.output
