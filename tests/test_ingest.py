@@ -144,7 +144,7 @@ def test_client_path_against_memory_mode(encoder, tmp_path):
     edge = open_qdrant("c", path=tmp_path / "store", meta=meta_for(encoder, hybrid=True))
     ingest_corpus(encoder, edge, read_corpus(folder), hybrid=True, progress=False)
     assert dict(edge.scroll()) == dict(be.scroll())  # same ids and payloads on both engines
-    dense = encoder.encode_dense(["Document 4 is about topic number 4"])
+    dense = encoder.encode_dense([(folder / "doc4.txt").read_text()])  # a document's own text finds it
     code = encoder.sparsify(dense, encoder.k)[0]
     mem_hits, edge_hits = be.search(code, top_k=5), edge.search(code, top_k=5)
     assert [h.id for h in mem_hits] == [h.id for h in edge_hits] and mem_hits[0].payload["doc_id"] == "doc4"
