@@ -160,6 +160,12 @@ def test_oversized_inputs_are_413(client):
     assert_json_error(streamed, 413, "payload_too_large")
 
 
+def test_non_json_content_type_says_so(client):
+    body = assert_json_error(client.post("/embed_sparse", content=b'{"inputs": "x"}',
+                                         headers={"content-type": "application/x-www-form-urlencoded"}), 422)
+    assert "Content-Type: application/json" in body["error"]
+
+
 def test_unknown_routes_and_methods_are_json(client):
     assert_json_error(client.get("/nope"), 404, "not_found")
     assert_json_error(client.get("/embed_sparse"), 405)

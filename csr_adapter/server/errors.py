@@ -69,9 +69,12 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status, exc.message, exc.error_type, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = _clean(list(exc.errors()))
-        return error_response(422, _validation_message(detail), "validation", detail)
+        message = _validation_message(detail)
+        if "json" not in request.headers.get("content-type", "json"):  # e.g. curl -d without -H
+            message = "request body must be JSON sent with 'Content-Type: application/json'"
+        return error_response(422, message, "validation", detail)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
