@@ -43,10 +43,10 @@ from csr_adapter.runtime import set_threads  # noqa: E402
 
 SEED = 0
 # CSRv2 frozen settings = the shipped default's (training/default_model.py); CSR = same minus annealing/SupCon
-CSRV2 = dict(k_init=64, anneal_frac=0.7, epochs=10, batch_size=256, lr=1e-3, contrastive_weight=0.1,
+CSRV2 = dict(k_init=64, anneal_frac=0.7, epochs=20, batch_size=256, lr=1e-3, contrastive_weight=0.1,
              temperature=0.1)
 CSR = dict(CSRV2, k_init=None, anneal_frac=0.0)
-ST_EPOCHS, ST_BATCH, ST_LR = 10, 64, 1e-3
+ST_EPOCHS, ST_BATCH, ST_LR = 10, 64, 4e-5
 
 
 def _cell(name: str) -> Path:
@@ -160,7 +160,12 @@ def st_row(k: int, data: Path, docs, queries, test: BeirData) -> dict:
     head.load_state_dict({"W": sae.encoder.weight.detach().clone(), "b_pre": sae.pre_bias.detach().clone(),
                           "b_lat": sae.latent_bias.detach().clone()})
     wrapped = CSREncoder(enc.backbone, head, enc.config, device="cpu")
-    return evaluate_sparse(wrapped, docs, queries, test, ks=[k])[0]
+    row = evaluate_sparse(wrapped, docs, queries, test, ks=[k])[0]  # cosine of codes (how we serve)
+    wrapped.config.normalize = False  # its native scoring: dot product of raw codes
+    native = evaluate_sparse(wrapped, docs, queries, test, ks=[k])[0]
+    best = native if native["ndcg@10"] > row["ndcg@10"] else row
+    return {**best, "scoring": "dot" if best is native else "cosine", "ndcg@10_cosine": row["ndcg@10"],
+            "ndcg@10_dot": native["ndcg@10"]}
 
 
 # -- CSRv2 with backbone finetuning (optional on CPU) --------------------------------------------------------
@@ -228,9 +233,12 @@ def targets(sparse: dict) -> list[str]:
            line("CSRv2 frozen k=32", get(v2, 32), 0.70), line("CSRv2 finetuned k=2", get(ft, 2), 0.52),
            line("CSRv2 finetuned k=4", get(ft, 4), 0.60), line("CSRv2 finetuned k=8", get(ft, 8), 0.66),
            line("CSRv2 finetuned k=32", get(ft, 32), 0.72)]
-    dead = sparse.get(v2, {}).get("8", {}).get("dead_pct") if isinstance(sparse.get(v2), dict) else None
-    out.append(f"dead latents at k=8 <= 20%: measured {dead:.1f}% -> {'met' if dead <= 20 else 'MISSED'}"
-               if dead is not None else "dead latents at k=8 <= 20%: not measured")
+    for row in (v2, "CSRv2 frozen, one head for all k (shipped default)", ft):
+        per_k = sparse.get(row)
+        if isinstance(per_k, dict) and "8" in per_k:
+            dead = per_k["8"]["dead_pct"]
+            out.append(f"dead latents at k=8 <= 20% ({row}): measured {dead:.1f}% -> "
+                       f"{'met' if dead <= 20 else 'MISSED'}")
     a, b = get(v2, 2), get(csr, 2)
     if a is not None and b:
         out.append(f"CSRv2 k=2 >= 1.4 x CSR k=2: {a:.4f} vs 1.4 x {b:.4f} = {1.4 * b:.4f} -> "
@@ -249,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--ks", default="2,4,8,16,32")
     parser.add_argument("--finetune-minutes", type=float, default=0.0,
-                        help="Run the CSRv2 finetuned row (k=8) if > 0 (CPU: tens of minutes).")
+                        help="Run the CSRv2 finetuned row (k=8) if > 0 (CPU: ~45 min); a cached result is "
+                             "always reported.")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
     set_threads(args.threads)
@@ -263,8 +272,6 @@ def main(argv: list[str] | None = None) -> int:
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, no GPU",
               "ks": ks, "dense": dense_rows(docs, queries, test), "sparse": {}, "notes": []}
     sparse = result["sparse"]
-    default = cached("default-head", lambda: default_head_rows(docs, queries, test, ks))
-    sparse["CSRv2 frozen, one head for all k (shipped default)"] = {str(r["k"]): r for r in default["per_k"]}
     for method, label in (("CSR", "CSR frozen (head per k)"), ("CSRv2", "CSRv2 frozen (head per k)")):
         sparse[label] = {}
         for k in ks:
@@ -276,8 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     for k in ks:
         print(f"sentence-transformers k={k}", flush=True)
         sparse[label][str(k)] = cached(f"st-k{k}", lambda k=k: st_row(k, args.data, docs, queries, test))
+    shipped = CSREncoder.from_pretrained(device="cpu").model_id
+    default = cached(f"default-head-{shipped}", lambda: default_head_rows(docs, queries, test, ks))
+    sparse["CSRv2 frozen, one head for all k (shipped default)"] = {str(r["k"]): r for r in default["per_k"]}
     ft_label = "CSRv2 finetuned backbone"
-    if args.finetune_minutes > 0:
+    if args.finetune_minutes > 0 or _cell("CSRv2-finetuned-k8").exists():
         ft = cached("CSRv2-finetuned-k8", lambda: finetuned_row(8, args.data, test, args.finetune_minutes))
         sparse[ft_label] = {str(r["k"]): r for r in ft["per_k"]}
         result["notes"].append(f"finetuned row: warm start from the frozen CSRv2 k=8 head, then 1 epoch of "
@@ -290,12 +300,16 @@ def main(argv: list[str] | None = None) -> int:
         "CSR row: no k-annealing (k_init = k), InfoNCE on SciFact (query, relevant doc) pairs, Banking77 "
         "texts for reconstruction only (no supervised contrastive); otherwise the CSRv2 settings.",
         "CSRv2 rows: k annealed 64 -> k over the first 70% of steps, supervised contrastive (a query and "
-        "its relevant docs share a label; Banking77 intents are labels), AuxK, 10 epochs.",
+        "its relevant docs share a label; Banking77 intents are labels), AuxK, 20 epochs.",
         f"sentence-transformers row: its SparseAutoEncoder (h=1536, k_aux=512, dead_threshold 30) and CSRLoss "
         f"defaults (beta 0.1, gamma 1, SparseMultipleNegativesRankingLoss) on the same SciFact train pairs, "
         f"{ST_EPOCHS} epochs, batch {ST_BATCH}, Adam lr {ST_LR}; the frozen backbone is replaced by the cached "
         "embeddings (identical numbers); its codes are scored like ours (top-k, ReLU, cosine).",
         "Dense truncation: first n dims, re-normalised (MiniLM is not Matryoshka-trained).",
+        "sentence-transformers settings: the best of lr {4e-5, 1e-4, 1e-3} x epochs {10, 50} tried at k=8 "
+        "(nDCG@10 0.275 / 0.242 / 0.147 at 10 epochs; 50 epochs collapse to ~97% dead latents); picked on "
+        "the test split, which can only flatter the incumbent. Its codes are scored both by cosine and by "
+        "its native raw dot product; the better is reported.",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "quality.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
