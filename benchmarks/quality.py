@@ -169,15 +169,18 @@ def st_row(k: int, data: Path, docs, queries, test: BeirData) -> dict:
 
 
 # -- CSRv2 with backbone finetuning (optional on CPU) --------------------------------------------------------
-def finetuned_row(k: int, data: Path, test: BeirData, minutes: float) -> dict:
-    """End-to-end finetuning on SciFact train pairs within a CPU time budget, then a full test eval."""
-    warm = CACHE / "models" / f"CSRv2-k{k}"  # stage 1: the frozen CSRv2 head (already annealed to k)
+def finetuned_row(k: int, data: Path, test: BeirData, minutes: float, warm: Path | None = None,
+                  extra_ks: tuple[int, ...] = (), name: str = "") -> dict:
+    """End-to-end finetuning on SciFact train pairs within a CPU time budget, then a full test eval.
+
+    Stage 1 is a frozen CSRv2 head (already annealed to k): ``warm``, by default the per-k frozen head."""
+    warm = warm or CACHE / "models" / f"CSRv2-k{k}"
     cfg = TrainConfig(k=k, h=1536, seed=SEED, device="cpu", threads=0, finetune_backbone=True, epochs=1,
                       batch_size=32, lr=1e-4, backbone_lr=2e-5, k_init=k, fill_frac=0.0, max_seq_length=256,
-                      init_from=str(warm))
+                      init_from=str(warm), extra_ks=list(extra_ks))
     src = load_source(data / "scifact", "beir", seed=SEED)[0]
     src.fill = []  # queries + relevant docs only: the corpus pass is what a CPU cannot afford
-    out = CACHE / "models" / f"CSRv2-finetuned-k{k}"
+    out = CACHE / "models" / (name or f"CSRv2-finetuned-k{k}")
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
@@ -233,7 +236,12 @@ def targets(sparse: dict) -> list[str]:
            line("CSRv2 frozen k=32", get(v2, 32), 0.70), line("CSRv2 finetuned k=2", get(ft, 2), 0.52),
            line("CSRv2 finetuned k=4", get(ft, 4), 0.60), line("CSRv2 finetuned k=8", get(ft, 8), 0.66),
            line("CSRv2 finetuned k=32", get(ft, 32), 0.72)]
-    for row in (v2, "CSRv2 frozen, one head for all k (shipped default)", ft):
+    ft2 = "CSRv2 finetuned backbone, one head for all k (warm start: shipped default)"
+    for label, value, goal in ((f"{ft2} k=2", get(ft2, 2), 0.52), (f"{ft2} k=4", get(ft2, 4), 0.60),
+                               (f"{ft2} k=8", get(ft2, 8), 0.66), (f"{ft2} k=32", get(ft2, 32), 0.72)):
+        if value is not None:
+            out.append(line(label, value, goal))
+    for row in (v2, "CSRv2 frozen, one head for all k (shipped default)", ft, ft2):
         per_k = sparse.get(row)
         if isinstance(per_k, dict) and "8" in per_k:
             dead = per_k["8"]["dead_pct"]
@@ -245,7 +253,7 @@ def targets(sparse: dict) -> list[str]:
                    f"{'met' if a >= 1.4 * b else 'MISSED'}")
     st = sparse.get("sentence-transformers SparseEncoder CSR (head per k)")
     if isinstance(st, dict):
-        mine = (v2, ft, "CSRv2 frozen, one head for all k (shipped default)")
+        mine = (v2, ft, ft2, "CSRv2 frozen, one head for all k (shipped default)")
         rows = [r for r in mine if isinstance(sparse.get(r), dict)]
         ahead = all(sparse[r][kk]["ndcg@10"] > st[kk]["ndcg@10"] for r in rows for kk in st if kk in sparse[r])
         out.append(f"every CSRv2 row ahead of the sentence-transformers row: {'met' if ahead else 'MISSED'}")
@@ -295,6 +303,18 @@ def main(argv: list[str] | None = None) -> int:
                                f"queries + relevant docs only, read at every k; {ft['train_minutes']} min on CPU")
     else:
         sparse[ft_label] = "not run: needs `--finetune-minutes N` (CPU-only machine; see notes)"
+    ft2_label = "CSRv2 finetuned backbone, one head for all k (warm start: shipped default)"
+    if args.finetune_minutes > 0 or _cell("CSRv2-finetuned-default").exists():
+        from csr_adapter.encoder import DEFAULT_MODEL_DIR
+
+        ft2 = cached("CSRv2-finetuned-default", lambda: finetuned_row(
+            8, args.data, test, args.finetune_minutes, warm=DEFAULT_MODEL_DIR, extra_ks=(2, 4),
+            name="CSRv2-finetuned-default"))
+        sparse[ft2_label] = {str(r["k"]): r for r in ft2["per_k"]}
+        result["notes"].append(f"second finetuned row: warm start from the shipped default head, the same "
+                               f"1-epoch recipe plus its low-k terms (extra_ks 2, 4); {ft2['train_minutes']} "
+                               "min on CPU. Both finetuned recipes were fixed before seeing their test scores; "
+                               "no finetuning setting was selected on a held-out split (no CPU time for it).")
     result["targets"] = targets(sparse)
     result["notes"] += [
         "CSR row: no k-annealing (k_init = k), InfoNCE on SciFact (query, relevant doc) pairs, Banking77 "
@@ -304,8 +324,19 @@ def main(argv: list[str] | None = None) -> int:
         f"sentence-transformers row: its SparseAutoEncoder (h=1536, k_aux=512, dead_threshold 30) and CSRLoss "
         f"defaults (beta 0.1, gamma 1, SparseMultipleNegativesRankingLoss) on the same SciFact train pairs, "
         f"{ST_EPOCHS} epochs, batch {ST_BATCH}, Adam lr {ST_LR}; the frozen backbone is replaced by the cached "
-        "embeddings (identical numbers); its codes are scored like ours (top-k, ReLU, cosine).",
+        "embeddings (identical numbers); its codes are read with top-k + ReLU like ours.",
         "Dense truncation: first n dims, re-normalised (MiniLM is not Matryoshka-trained).",
+        "Finetuning on this CPU-only machine is bounded to one epoch (~55 steps of batch 32) over SciFact train "
+        "queries + relevant docs, without the corpus reconstruction stream; both finetuned rows score BELOW "
+        "their frozen warm starts (e.g. k=8 0.673 vs 0.694, and 0.661 vs 0.681), so this run does not show the "
+        "finetuning gain CSRv2 reports; a GPU run with the full recipe (several epochs, corpus in the batches, "
+        "held-out selection of the backbone lr) is the open item.",
+        "The issue quotes the incumbent at k=2 0.307 / k=8 0.571; our re-run of sentence-transformers' CSR on "
+        "919 SciFact train pairs is far lower (0.097 / 0.275): with this little data its head collapses "
+        "(dead latents rise with training) unless the learning rate is tiny.",
+        "Dead latents are counted over the SciFact corpus codes; latents that serve Banking77 intents are "
+        "'dead' on SciFact. The same trainer on SciFact alone (`csr-adapter train ../shared/data/scifact "
+        "--out m --k 8`, 5 epochs) leaves 5.3% dead at k=8 (nDCG@10 0.663).",
         "sentence-transformers settings: the best of lr {4e-5, 1e-4, 1e-3} x epochs {10, 50} tried at k=8 "
         "(nDCG@10 0.275 / 0.242 / 0.147 at 10 epochs; 50 epochs collapse to ~97% dead latents); picked on "
         "the test split, which can only flatter the incumbent. Its codes are scored both by cosine and by "
