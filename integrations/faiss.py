@@ -90,8 +90,9 @@ def filter_sql(filter: dict[str, Any] | None) -> tuple[str, list[Any]]:
     clauses, args = [], []
     for key, value in filter.items():
         values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
-        if not values or any(not isinstance(v, (str, int, float, bool)) for v in values):
-            raise ValueError(f"filter {key!r}: values must be str, int, float or bool (or a non-empty list)")
+        # the same rule as Qdrant's match filter, so a filter valid here is valid on every backend
+        if not values or any(not isinstance(v, (str, int, bool)) for v in values):
+            raise ValueError(f"filter {key!r}: values must be str, int or bool (or a non-empty list)")
         path, marks = _json_path(key), ",".join("?" * len(values))
         clauses.append(
             f"(json_extract(payload, ?) IN ({marks}) OR (json_type(payload, ?) = 'array' AND EXISTS "

@@ -196,3 +196,13 @@ def test_server_client_path_and_a_server_side_failure(encoder, corpus):
     with pytest.warns(RuntimeWarning, match="sparse backend failed"):
         answer = searcher.answer(corpus["queries"][0], top_k=4)
     assert answer.reason == "sparse_error" and [h.served_by for h in answer.hits] == ["dense"] * 4
+
+
+def test_float_filter_is_rejected_like_qdrant_not_served_from_dense() -> None:
+    """One filter language: a value Qdrant cannot match is the caller's error on every path."""
+    from csr_adapter.integrations.faiss import filter_sql
+    from csr_adapter.integrations.qdrant import filter_terms
+
+    for check in (filter_sql, filter_terms):
+        with pytest.raises(ValueError, match="values must be str, int or bool"):
+            check({"score": 1.5})
