@@ -214,8 +214,8 @@ def search(query: str, backend: str, collection: str, store: str | None, url: st
         click.echo(json.dumps([{"rank": r, **h.to_dict()} for r, h in enumerate(hits, 1)], indent=2))
         return
     if not hits:
-        click.echo("no results (no stored chunk shares an active latent with the query)"
-                   if not hybrid else "no results")
+        click.echo("no results (the collection is empty, the filter matches nothing, or no chunk shares "
+                   "an active latent with the query)")
         return
     for rank, hit in enumerate(hits, 1):
         p = hit.payload
