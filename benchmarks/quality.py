@@ -330,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         "queries + relevant docs, without the corpus reconstruction stream; both finetuned rows score BELOW "
         "their frozen warm starts (e.g. k=8 0.673 vs 0.694, and 0.661 vs 0.681), so this run does not show the "
         "finetuning gain CSRv2 reports; a GPU run with the full recipe (several epochs, corpus in the batches, "
-        "held-out selection of the backbone lr) is the open item.",
+        "held-out selection of the backbone lr) is the open item. A held-out check agrees (20% of SciFact "
+        "train queries held out in both stages, 1,500-doc corpus sample, k=8 nDCG@10): frozen stage-1 head "
+        "0.778; after the 1-epoch finetune with backbone lr 2e-5 0.757, with 5e-6 0.774.",
         "The issue quotes the incumbent at k=2 0.307 / k=8 0.571; our re-run of sentence-transformers' CSR on "
         "919 SciFact train pairs is far lower (0.097 / 0.275): with this little data its head collapses "
         "(dead latents rise with training) unless the learning rate is tiny.",
