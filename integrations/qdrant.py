@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .base import Backend, BackendError, CollectionMeta, CollectionMismatchError
+from .base import Backend, BackendError, CollectionMeta, CollectionMismatchError, Point
 
 SPARSE = "csr"
 DENSE = "dense"
@@ -65,6 +65,20 @@ def filter_terms(filter: dict[str, Any] | None) -> list[tuple[str, list[Any]]]:
             raise ValueError(f"filter {key!r}: values must be str, int or bool (or a non-empty list)")
         terms.append((key, values))
     return terms
+
+
+def record_to_point(record: Any, h: int) -> Point:
+    """A retrieved Qdrant record (Edge or client: ``id``, ``payload``, named ``vector``) as a :class:`Point`."""
+    import numpy as np
+
+    from ..sparse import SparseEmbedding
+
+    vec = record.vector if isinstance(record.vector, dict) else {}
+    sparse = vec.get(SPARSE)
+    code = None if sparse is None else SparseEmbedding(
+        np.asarray(sparse.indices, np.int32), np.asarray(sparse.values, np.float32), h)
+    dense = np.asarray(vec[DENSE], np.float32) if DENSE in vec else None
+    return Point(str(record.id), dict(record.payload or {}), code, dense)
 
 
 def prefetch_limit(top_k: int) -> int:

@@ -25,7 +25,16 @@ import numpy as np
 from ..errors import require
 from ..sparse import SparseEmbedding, SparseEmbeddings
 from .base import BackendError, CollectionMeta, Point, SearchHit
-from .qdrant import DENSE, MIN_SCORE, SPARSE, check_meta, chunked, filter_terms, prefetch_limit
+from .qdrant import (
+    DENSE,
+    MIN_SCORE,
+    SPARSE,
+    check_meta,
+    chunked,
+    filter_terms,
+    prefetch_limit,
+    record_to_point,
+)
 
 META_FILE = "csr-adapter.json"
 EDGE_FILE = "edge_config.json"
@@ -248,17 +257,7 @@ class EdgeBackend:
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Point]:
         """Stored points for ``ids`` (unknown ids skipped)."""
         recs = self._call(self._shard.retrieve, [uuid.UUID(str(i)) for i in ids], True, with_vectors)
-        out = []
-        for r in recs:
-            vec = r.vector if with_vectors and isinstance(r.vector, dict) else {}
-            sparse = vec.get(SPARSE)
-            emb = None
-            if sparse is not None:
-                emb = SparseEmbedding(np.asarray(sparse.indices, np.int32), np.asarray(sparse.values, np.float32),
-                                      self.meta.h)
-            dense = np.asarray(vec[DENSE], np.float32) if DENSE in vec else None
-            out.append(Point(str(r.id), dict(r.payload or {}), emb, dense))
-        return out
+        return [record_to_point(r, self.meta.h) for r in recs]
 
     def _filter(self, filter: dict[str, Any] | None):
         q = _edge()

@@ -16,7 +16,16 @@ import numpy as np
 from ..errors import require
 from ..sparse import SparseEmbedding, SparseEmbeddings
 from .base import BackendError, CollectionMeta, Point, SearchHit
-from .qdrant import DENSE, MIN_SCORE, SPARSE, check_meta, chunked, filter_terms, prefetch_limit
+from .qdrant import (
+    DENSE,
+    MIN_SCORE,
+    SPARSE,
+    check_meta,
+    chunked,
+    filter_terms,
+    prefetch_limit,
+    record_to_point,
+)
 from .qdrant_edge import _clean, _first_line
 
 META_KEY = "csr_adapter"
@@ -149,15 +158,7 @@ class QdrantServerBackend:
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Point]:
         recs = self._call(self.client.retrieve, self.collection, [str(i) for i in ids], with_payload=True,
                           with_vectors=with_vectors)
-        out = []
-        for r in recs:
-            vec = r.vector if isinstance(r.vector, dict) else {}
-            sparse = vec.get(SPARSE)
-            emb = None if sparse is None else SparseEmbedding(
-                np.asarray(sparse.indices, np.int32), np.asarray(sparse.values, np.float32), self.meta.h)
-            dense = np.asarray(vec[DENSE], np.float32) if DENSE in vec else None
-            out.append(Point(str(r.id), dict(r.payload or {}), emb, dense))
-        return out
+        return [record_to_point(r, self.meta.h) for r in recs]
 
     def _filter(self, filter: dict[str, Any] | None):
         m = _models()
