@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .base import Backend, BackendError, CollectionMeta, CollectionMismatchError, Point
+from .base import Backend, BackendError, CollectionMeta, CollectionMismatchError, Point, SearchHit
 
 SPARSE = "csr"
 DENSE = "dense"
@@ -79,6 +79,24 @@ def record_to_point(record: Any, h: int) -> Point:
         np.asarray(sparse.indices, np.int32), np.asarray(sparse.values, np.float32), h)
     dense = np.asarray(vec[DENSE], np.float32) if DENSE in vec else None
     return Point(str(record.id), dict(record.payload or {}), code, dense)
+
+
+def dense_query(query: Any, meta: CollectionMeta, where: str) -> list[float]:
+    """A dense query vector checked against the collection's dense dim (both engines)."""
+    import numpy as np
+
+    if not meta.d:
+        raise BackendError(f"{where}: collection has no dense vector (ingest with --hybrid)")
+    vec = np.asarray(query, dtype=np.float32).ravel()
+    if len(vec) != meta.d:
+        raise ValueError(f"dense query has dim {len(vec)}, collection stores {meta.d}")
+    return vec.tolist()
+
+
+def to_hits(points: Any, served_by: str, positive: bool) -> list[SearchHit]:
+    """Scored Qdrant points as :class:`SearchHit` s; ``positive`` drops scores <= 0 (as a server does)."""
+    return [SearchHit(str(p.id), float(p.score), dict(p.payload or {}), served_by)
+            for p in points if p.score > 0 or not positive]
 
 
 def prefetch_limit(top_k: int) -> int:

@@ -31,9 +31,11 @@ from .qdrant import (
     SPARSE,
     check_meta,
     chunked,
+    dense_query,
     filter_terms,
     prefetch_limit,
     record_to_point,
+    to_hits,
 )
 
 META_FILE = "csr-adapter.json"
@@ -271,23 +273,13 @@ class EdgeBackend:
         q = _edge()
         if isinstance(query, SparseEmbedding):
             return q.Query.Nearest(q.SparseVector(*_clean(query)), using=SPARSE), MIN_SCORE
-        if not self.meta.d:
-            raise BackendError(f"{self.path}: collection has no dense vector (ingest with --hybrid)")
-        vec = np.asarray(query, dtype=np.float32).ravel()
-        if len(vec) != self.meta.d:
-            raise ValueError(f"dense query has dim {len(vec)}, collection stores {self.meta.d}")
-        return q.Query.Nearest(vec.tolist(), using=DENSE), None
+        return q.Query.Nearest(dense_query(query, self.meta, str(self.path)), using=DENSE), None
 
     def _request(self, query, top_k: int, filter, with_payload: bool):
         q = _edge()
         nearest, threshold = self._nearest(query)
         return q.QueryRequest(limit=top_k, query=nearest, filter=self._filter(filter), score_threshold=threshold,
                               with_payload=with_payload, with_vector=False)
-
-    @staticmethod
-    def _hits(points, served_by: str, positive: bool) -> list[SearchHit]:
-        return [SearchHit(str(p.id), float(p.score), dict(p.payload or {}), served_by)
-                for p in points if p.score > 0 or not positive]
 
     def search(
         self, query: SparseEmbedding | np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
@@ -298,7 +290,7 @@ class EdgeBackend:
             return []
         points = self._call(self._shard.query, self._request(query, top_k, filter, with_payload))
         sparse = isinstance(query, SparseEmbedding)
-        return self._hits(points, "sparse" if sparse else "dense", sparse)
+        return to_hits(points, "sparse" if sparse else "dense", sparse)
 
     def search_batch(
         self, queries: SparseEmbeddings, top_k: int = 10, filter: dict[str, Any] | None = None,
@@ -309,7 +301,7 @@ class EdgeBackend:
         rows = list(queries)
         reqs = [self._request(r, top_k, filter, with_payload) for r in rows if len(r)]
         results = iter(self._call(self._shard.query_batch, q.QueryBatchRequest(reqs)) if reqs else [])
-        return [self._hits(next(results), "sparse", True) if len(r) else [] for r in rows]
+        return [to_hits(next(results), "sparse", True) if len(r) else [] for r in rows]
 
     def hybrid_search(
         self, sparse: SparseEmbedding, dense: np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
@@ -325,7 +317,7 @@ class EdgeBackend:
         prefetches.append(q.Prefetch(limit=limit, query=self._nearest(dense)[0], filter=flt))
         req = q.QueryRequest(limit=top_k, prefetches=prefetches, query=q.Fusion.Rrf(k=int(rrf_k)),
                              with_payload=True, with_vector=False)
-        return self._hits(self._call(self._shard.query, req), "hybrid", True)
+        return to_hits(self._call(self._shard.query, req), "hybrid", True)
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.name, "path": str(self.path.resolve()), "collection": self.path.name,

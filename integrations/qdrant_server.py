@@ -22,9 +22,11 @@ from .qdrant import (
     SPARSE,
     check_meta,
     chunked,
+    dense_query,
     filter_terms,
     prefetch_limit,
     record_to_point,
+    to_hits,
 )
 from .qdrant_edge import _clean, _first_line
 
@@ -173,17 +175,7 @@ class QdrantServerBackend:
         if isinstance(query, SparseEmbedding):
             idx, val = _clean(query)
             return m.SparseVector(indices=idx, values=val), SPARSE, MIN_SCORE
-        if not self.meta.d:
-            raise BackendError(f"{self._where}: collection has no dense vector (ingest with --hybrid)")
-        vec = np.asarray(query, dtype=np.float32).ravel()
-        if len(vec) != self.meta.d:
-            raise ValueError(f"dense query has dim {len(vec)}, collection stores {self.meta.d}")
-        return vec.tolist(), DENSE, None
-
-    @staticmethod
-    def _hits(points, served_by: str, positive: bool) -> list[SearchHit]:
-        return [SearchHit(str(p.id), float(p.score), dict(p.payload or {}), served_by)
-                for p in points if p.score > 0 or not positive]
+        return dense_query(query, self.meta, self._where), DENSE, None
 
     def search(
         self, query: SparseEmbedding | np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
@@ -196,7 +188,7 @@ class QdrantServerBackend:
         vector, using, threshold = self._query(query)
         res = self._call(self.client.query_points, self.collection, query=vector, using=using, limit=top_k,
                          query_filter=self._filter(filter), score_threshold=threshold, with_payload=with_payload)
-        return self._hits(res.points, "sparse" if sparse else "dense", sparse)
+        return to_hits(res.points, "sparse" if sparse else "dense", sparse)
 
     def search_batch(
         self, queries: SparseEmbeddings, top_k: int = 10, filter: dict[str, Any] | None = None,
@@ -219,7 +211,7 @@ class QdrantServerBackend:
         prefetch.append(m.Prefetch(query=vector, using=using, limit=limit, filter=flt))
         res = self._call(self.client.query_points, self.collection, prefetch=prefetch,
                          query=m.RrfQuery(rrf=m.Rrf(k=int(rrf_k))), limit=top_k, with_payload=True)
-        return self._hits(res.points, "hybrid", True)
+        return to_hits(res.points, "hybrid", True)
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.name, "url": self.url, "collection": self.collection, "points": self.count(),
