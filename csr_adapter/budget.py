@@ -144,17 +144,6 @@ def threshold_select(pre: torch.Tensor, theta: float, k_min: int, k_max: int) ->
 
 
 # -- encoder-level sparsification ---------------------------------------------------------------------------
-def _rows_to_sparse(values: np.ndarray, indices: np.ndarray, keep: np.ndarray, h: int, normalize: bool):
-    from .sparse import SparseEmbeddings
-
-    keep = keep & (values > 0)
-    order = np.argsort(np.where(keep, indices, h), axis=1, kind="stable")
-    indices, values, keep = (np.take_along_axis(a, order, axis=1) for a in (indices, values, keep))
-    indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
-    out = SparseEmbeddings(indptr, indices[keep], values[keep], h)
-    return out.normalized() if normalize else out
-
-
 def _top(encoder, x: torch.Tensor, k_max: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k_max`` pre-activations per row (sorted, descending), computed in chunks."""
     vals, idx = [], []
@@ -226,7 +215,7 @@ def sparsify(encoder, x: torch.Tensor, mode: str, k: int | None = None, role: st
     else:
         keep = np.arange(hi)[None, :] < avg_k
     keep &= live[:, None]
-    return _rows_to_sparse(values, indices, keep, encoder.h, normalize)
+    return SparseEmbeddings.from_topk(values, indices, encoder.h, keep=keep, normalize=normalize)
 
 
 # -- statistics ----------------------------------------------------------------------------------------------

@@ -208,17 +208,10 @@ class CSREncoder:
             return _budget.sparsify(self, x, budget, k, role, normalize)
         if x.shape[0] == 0:
             return SparseEmbeddings.empty(self.h)
-        pre = self.head.pre_activation(x.to(self.device))
-        values, indices = pre.topk(k, dim=-1)
-        indices, order = indices.sort(dim=-1)
-        values = values.gather(-1, order).relu()
+        values, indices = self.head.pre_activation(x.to(self.device)).topk(k, dim=-1)
         values[(x == 0).all(dim=1).to(self.device)] = 0.0  # empty text -> empty row
-        values, indices = values.cpu().numpy(), indices.cpu().numpy()
-        keep = values > 0
-        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
-        out = SparseEmbeddings(indptr, indices[keep], values[keep], self.h)
         normalize = self.config.normalize if normalize is None else normalize
-        return out.normalized() if normalize else out
+        return SparseEmbeddings.from_topk(values.cpu().numpy(), indices.cpu().numpy(), self.h, normalize=normalize)
 
     def encode(
         self, texts: str | Sequence[str], k: int | None = None, batch_size: int = 32,

@@ -82,6 +82,24 @@ class SparseEmbeddings(Sequence):
         return out.normalized() if normalize else out
 
     @classmethod
+    def from_topk(
+        cls, values: np.ndarray, indices: np.ndarray, dim: int, keep: np.ndarray | None = None,
+        normalize: bool = True,
+    ) -> SparseEmbeddings:
+        """Build from per-row candidates ``(n, m)`` (e.g. a top-k: indices unique within a row).
+
+        Keeps the entries where ``keep`` (default: all) and the value is positive, sorted by index.
+        """
+        values = np.asarray(values, dtype=np.float32)
+        indices = np.asarray(indices, dtype=np.int64)
+        keep = values > 0 if keep is None else keep & (values > 0)
+        order = np.argsort(np.where(keep, indices, dim), axis=1, kind="stable")
+        indices, values, keep = (np.take_along_axis(a, order, axis=1) for a in (indices, values, keep))
+        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+        out = cls(indptr, indices[keep], values[keep], dim)
+        return out.normalized() if normalize else out
+
+    @classmethod
     def from_rows(cls, rows: Sequence[SparseEmbedding | dict], dim: int, normalize: bool = False) -> SparseEmbeddings:
         """Build from :class:`SparseEmbedding` rows or ``{"indices", "values"}`` dicts."""
         ind, val, ptr = [], [], [0]

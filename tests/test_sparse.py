@@ -64,3 +64,12 @@ def test_slicing_concat_and_errors() -> None:
         SparseEmbeddings.from_rows([{"indices": [7], "values": [1.0]}], dim=5)
     assert isinstance(b[0], SparseEmbedding) and b[0].to_dense().shape == (5,)
     assert torch.is_tensor(b.to_torch())
+
+
+def test_from_topk_drops_non_positive_and_unkept_and_sorts_indices() -> None:
+    values = np.array([[0.5, 0.3, -0.1], [0.9, 0.0, 0.2]], dtype=np.float32)
+    indices = np.array([[7, 2, 4], [1, 3, 0]])
+    keep = np.array([[True, True, True], [True, True, False]])
+    b = SparseEmbeddings.from_topk(values, indices, dim=8, keep=keep, normalize=False)
+    assert b[0].indices.tolist() == [2, 7] and b[0].values.tolist() == pytest.approx([0.3, 0.5])
+    assert b[1].indices.tolist() == [1] and b[1].values.tolist() == pytest.approx([0.9])
