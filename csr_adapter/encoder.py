@@ -246,6 +246,41 @@ class CSREncoder:
         z = torch.from_numpy(codes.to_dense()).to(self.device)
         return self.head.decode(z).cpu().numpy()
 
+    def adapt(
+        self, texts: Sequence[str] | None = None, *, dense: np.ndarray | None = None,
+        groups: Sequence[int] | None = None, k: int | None = None, config=None, batch_size: int = 32,
+        progress: bool = False,
+    ) -> CSREncoder:
+        """A new encoder whose head is fitted to one corpus (texts only: no queries, no labels).
+
+        Pass the corpus ``texts`` (embedded here) or their backbone embeddings ``dense``; ``groups[i]``
+        names the document of row i (chunks of one document are positives). ``config`` is an
+        :class:`~csr_adapter.training.adapt.AdaptConfig`. The backbone is shared, not copied; the result
+        is saved with ``save_pretrained`` like any model.
+        """
+        import copy
+
+        from .training.adapt import AdaptConfig, adapt_head
+
+        if dense is None:
+            if texts is None:
+                raise ValueError("adapt needs texts or their dense embeddings")
+            dense = self.encode_dense(texts, batch_size=batch_size, prefix=self.config.document_prefix,
+                                      show_progress_bar=progress)
+        cfg = copy.deepcopy(config) if config is not None else AdaptConfig()
+        cfg.k = check_k(self.k if k is None else k, self.h)
+        head, report = adapt_head(self.head.cpu(), np.asarray(dense), cfg,
+                                  None if groups is None else np.asarray(groups, dtype=np.int64),
+                                  progress=progress, device=self.device)
+        self.head.to(self.device)
+        config_out = CSRConfig.from_dict(self.config.to_dict())
+        config_out.k = cfg.k
+        config_out.training = {"method": "CSRv2 corpus adaptation", "base_model_id": self.model_id,
+                               "base_training": self.config.training, "adapt": cfg.to_dict(),
+                               "adapt_report": report.to_dict()}
+        config_out.scores = {}
+        return CSREncoder(self.backbone, head, config_out, device=str(self.device))
+
     def info(self) -> dict:
         """Shape, identity and files of this model (what ``csr-adapter info`` prints)."""
         return {"model_id": self.model_id, "backbone": self.config.backbone, "d": self.d, "h": self.h,

@@ -86,6 +86,7 @@ class IngestReport:
     upsert_seconds: float
     backend: dict[str, Any] = field(default_factory=dict)
     total_seconds: float = 0.0  # what the caller waited, reading and model load included (set by the CLI)
+    adapt: dict[str, Any] | None = None  # what corpus adaptation did (None: the collection's model was reused)
 
     @property
     def chunks_per_s(self) -> float:
@@ -169,20 +170,24 @@ def plan(corpus: Corpus, chunker: Chunker, state: IndexState, prune: bool = Fals
 def ingest_corpus(
     encoder, backend, corpus: Corpus, *, k: int | None = None, batch_size: int = 32, hybrid: bool = False,
     prune: bool = False, chunker: Chunker | None = None, progress: bool = True, group: int | None = None,
-    budget: str = "fixed", k_min: int | None = None, k_max: int | None = None,
+    budget: str = "fixed", k_min: int | None = None, k_max: int | None = None, dense_store=None,
+    work: Plan | None = None,
 ) -> IngestReport:
     """Bring ``backend`` in line with ``corpus``: encode/upsert missing chunks, then delete stale ones.
 
     Chunks are encoded and written ``group`` at a time (default ``8 * batch_size``): a crash loses at
     most one group of work. ``budget="corpus"``: one cutoff over all chunks gives ``chunks·k`` postings
-    (``k`` = the average), so every chunk is re-encoded and re-written on each run.
+    (``k`` = the average), so every chunk is re-encoded and re-written on each run. ``dense_store``
+    (a :class:`~csr_adapter.dense_store.DenseStore`) reuses and keeps backbone vectors across runs;
+    ``work``: a plan already made against this backend.
     """
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
     chunker = chunker or Chunker.for_encoder(encoder)
     k = encoder.k if k is None else k
-    work = plan(corpus, chunker, IndexState.read(backend), prune, full=budget == "corpus")
+    if work is None:
+        work = plan(corpus, chunker, IndexState.read(backend), prune, full=budget == "corpus")
     work.todo.sort(key=lambda t: (-t.chunk.tokens, t.id))  # length-sorted batches pad less
     prefix = encoder.config.document_prefix
     group = group or 8 * batch_size
@@ -204,7 +209,9 @@ def ingest_corpus(
             if pooled is not None:
                 dense, codes = pooled[0][lo:lo + group], pooled[1][lo:lo + group]
             else:
-                dense = encoder.encode_dense([t.chunk.text for t in part], batch_size=batch_size, prefix=prefix)
+                texts = [t.chunk.text for t in part]
+                dense = (dense_store.encode(texts, batch_size=batch_size) if dense_store is not None
+                         else encoder.encode_dense(texts, batch_size=batch_size, prefix=prefix))
                 codes = encoder.sparsify(dense, k)
             t1 = time.perf_counter()
             backend.upsert([Point(t.id, t.payload(), codes[i], dense[i] if hybrid else None)

@@ -20,6 +20,10 @@ class BackendError(CSRAdapterError):
     """The index cannot be opened, reached or written (unreachable URL, read-only dir, disk full)."""
 
 
+class CollectionNotFoundError(BackendError):
+    """The collection does not exist (opened for reading before any ingest)."""
+
+
 class CollectionMismatchError(BackendError):
     """An existing collection was built with another model or vector configuration."""
 

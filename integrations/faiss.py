@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import CSRAdapterError, require
 from ..sparse import SparseEmbedding
-from .base import BackendError, CollectionMeta, CollectionMismatchError, Point, SearchHit
+from .base import BackendError, CollectionMeta, CollectionMismatchError, CollectionNotFoundError, Point, SearchHit
 
 INDEX_FILE = "index.faiss"
 STORE_FILE = "store.sqlite"
@@ -115,8 +115,8 @@ def open_faiss(
     """Registry factory for ``--backend faiss``: ``path/<collection>`` (default under ``.csr-adapter/faiss``)."""
     location = Path(path) / collection if path is not None else default_path(collection)
     if not create and not (location / STORE_FILE).exists():
-        raise BackendError(f"{location}: no FAISS collection here (ingest into it first with --backend faiss, "
-                           "or check --path/--collection)")
+        raise CollectionNotFoundError(f"{location}: no FAISS collection here (ingest into it first with "
+                                      "--backend faiss, or check --path/--collection)")
     return FaissBackend(location, meta=meta, recreate=recreate, threads=threads, index_factory=index_factory)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import require
 from ..sparse import SparseEmbedding, SparseEmbeddings
-from .base import BackendError, CollectionMeta, Point, SearchHit
+from .base import BackendError, CollectionMeta, CollectionNotFoundError, Point, SearchHit
 from .qdrant import (
     DENSE,
     MIN_SCORE,
@@ -107,7 +107,8 @@ class EdgeBackend:
             self._remove()
             exists = False
         if not exists and (not create or meta is None):
-            raise BackendError(f"{self.path}: no collection here (ingest into it first, or check --path/--collection)")
+            raise CollectionNotFoundError(f"{self.path}: no collection here (ingest into it first, "
+                                          "or check --path/--collection)")
         if not exists:
             self._check_writable()
             self._check_space()

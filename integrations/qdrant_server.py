@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import require
 from ..sparse import SparseEmbedding, SparseEmbeddings
-from .base import BackendError, CollectionMeta, Point, SearchHit
+from .base import BackendError, CollectionMeta, CollectionNotFoundError, Point, SearchHit
 from .qdrant import (
     DENSE,
     MIN_SCORE,
@@ -70,7 +70,7 @@ class QdrantServerBackend:
             exists = False
         if not exists:
             if not create or meta is None:
-                raise BackendError(f"{self._where}: no such collection (ingest into it first)")
+                raise CollectionNotFoundError(f"{self._where}: no such collection (ingest into it first)")
             self._create(meta)
         self.meta = self._read_meta(meta)
 

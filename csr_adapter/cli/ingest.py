@@ -8,7 +8,7 @@ import time
 
 import click
 
-from .options import device_option, json_option, load_encoder, model_option, threads_option
+from .options import device_option, json_option, model_option, threads_option
 
 RESERVED = {"text", "source", "file", "doc_id", "chunk", "n_chunks", "content_hash"}
 
@@ -74,6 +74,10 @@ def _show(path: str) -> str:
 @click.option("--avg-k", type=int, default=None, help="Corpus budget: average active dims per chunk (default --k).")
 @click.option("--k-min", type=int, default=None, help="Corpus budget: fewest active dims per chunk.")
 @click.option("--k-max", type=int, default=None, help="Corpus budget: most active dims per chunk.")
+@click.option("--adapt", "adapt", flag_value=True, default=None,
+              help="Adapt the head to this corpus even when small, and re-adapt an existing collection "
+                   "(rebuilt beside it from cached vectors, then switched).")
+@click.option("--no-adapt", is_flag=True, help="Keep --model (or the shipped default) as it is.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @device_option
 @threads_option
@@ -81,38 +85,31 @@ def _show(path: str) -> str:
 def ingest(path: str, backend: str, collection: str, store: str | None, url: str | None, api_key: str | None,
            model: str | None, k: int | None, batch_size: int, recreate: bool, prune: bool, hybrid: bool,
            idf: bool, with_fallback: bool, text_field: str, max_file_mb: float, overlap: int | None,
-           budget: str, avg_k: int | None, k_min: int | None, k_max: int | None,
+           budget: str, avg_k: int | None, k_min: int | None, k_max: int | None, adapt: bool | None, no_adapt: bool,
            no_progress: bool, device: str, threads: int, as_json: bool) -> None:
-    """Encode PATH (folder, file, or - for JSONL on stdin) into a collection; re-runs add only what changed."""
-    from ..corpus import Chunker, ReaderOptions, read_corpus
-    from ..head import check_k
-    from ..ingest import ingest_corpus
-    from ..integrations.base import CollectionMeta
+    """Encode PATH (folder, file, or - for JSONL on stdin) into a collection; re-runs add only what changed.
 
+    A new collection gets a CSR head adapted to PATH's own chunks (stored with the collection and used by
+    search with no flags); --no-adapt keeps --model as it is; --adapt re-adapts an existing collection.
+    """
+    from ..collection import Collection
+    from ..corpus import ReaderOptions, read_corpus
+    from ..runtime import set_threads
+
+    if adapt is not None and no_adapt:
+        raise click.UsageError("--adapt and --no-adapt are exclusive")
     start = time.perf_counter()
     corpus = read_corpus(path, ReaderOptions(text_field=text_field, max_bytes=int(max_file_mb * 1e6)))
-    enc = load_encoder(model, device, threads)
+    set_threads(threads)
+    col = Collection(collection, backend=backend, path=store, url=url, api_key=api_key, model=model, device=device,
+                     threads=threads or None, echo=lambda m: click.echo(m, err=True))
     try:
-        k = check_k(enc.k if k is None else k, enc.h)
-        chunker = Chunker.for_encoder(enc, overlap)
+        report = col.ingest(corpus, k=k, adapt=False if no_adapt else adapt, recreate=recreate, prune=prune,
+                            hybrid=hybrid, idf=idf, with_fallback=with_fallback, batch_size=batch_size,
+                            overlap=overlap, budget=budget, avg_k=avg_k, k_min=k_min, k_max=k_max,
+                            progress=not (no_progress or as_json))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--k/--overlap") from None
-    from ..budget import ingest_k
-
-    k = ingest_k(enc, budget, k, avg_k, k_min, k_max)
-    meta = CollectionMeta(enc.model_id, enc.h, k, d=enc.d if hybrid else None, idf=idf)
-    be = _open(backend, collection, store, url, api_key, meta=meta, recreate=recreate, threads=threads or None)
-    if with_fallback:
-        from ..integrations.fallback import with_fallback as attach
-
-        be = attach(be, collection, store, meta=meta, recreate=recreate, threads=threads or None)
-    try:
-        report = ingest_corpus(enc, be, corpus, k=k, batch_size=batch_size,
-                               hybrid=hybrid or getattr(be, "needs_dense", False), prune=prune,
-                               chunker=chunker, progress=not (no_progress or as_json),
-                               budget=budget, k_min=k_min, k_max=k_max)
-    finally:
-        be.close()
     report.total_seconds = time.perf_counter() - start
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -129,6 +126,9 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
             click.echo(f"             {_show(s.path)}: {s.reason}")
         if len(report.skipped) > 5:
             click.echo(f"             ... {len(report.skipped) - 5} more (--json lists all)")
+    if report.adapt and report.adapt.get("adapted"):
+        click.echo(f"  adapted    head fitted to {report.adapt['sampled']} chunks in {report.adapt['seconds']:.1f} s "
+                   f"(model {report.adapt['model_id']})")
     click.echo(f"  collection {report.points} points")
     click.echo(f"  time       {report.total_seconds:.1f} s in all; ingest {report.seconds:.1f} s "
                f"({report.chunks_per_s:.1f} chunks/s; encode {report.encode_seconds:.1f} s, "
@@ -157,8 +157,38 @@ def parse_filters(items: tuple[str, ...]) -> dict[str, list]:
     return out
 
 
+def read_queries(file: str) -> list[tuple[str, str]]:
+    """``(id, text)`` per query from text lines or JSONL ``{"id", "text"}`` (``-`` = stdin)."""
+    stream = click.open_file(file, "r", encoding="utf-8", errors="strict")
+    out: list[tuple[str, str]] = []
+    try:
+        for n, line in enumerate(stream, 1):
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("{"):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise click.BadParameter(f"line {n}: not JSON ({exc.msg})", param_hint="--queries") from None
+                text = row.get("text", row.get("query")) if isinstance(row, dict) else None
+                if not isinstance(text, str):
+                    raise click.BadParameter(f"line {n}: a JSONL query needs a string 'text'", param_hint="--queries")
+                out.append((str(row.get("id", row.get("_id", n))), text))
+            else:
+                out.append((str(n), line))
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(f"not UTF-8 text ({exc.reason})", param_hint="--queries") from None
+    finally:
+        stream.close()
+    return out
+
+
 @click.command()
-@click.argument("query")
+@click.argument("query", required=False)
+@click.option("--queries", "queries_file", type=click.Path(allow_dash=True), default=None,
+              help="Answer every query in FILE (text lines, or JSONL {\"id\", \"text\"}; - for stdin): "
+                   "one JSON line per query.")
 @backend_options
 @model_option
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Results to print.")
@@ -174,42 +204,66 @@ def parse_filters(items: tuple[str, ...]) -> dict[str, list]:
 @device_option
 @threads_option
 @json_option
-def search(query: str, backend: str, collection: str, store: str | None, url: str | None, api_key: str | None,
-           model: str | None, top_k: int, k: int | None, filters: tuple[str, ...], hybrid: bool, rrf_k: int,
-           no_fallback: bool, budget: str, device: str, threads: int, as_json: bool) -> None:
-    """Search a collection for QUERY; prints rank, score, source and a snippet."""
+def search(query: str | None, queries_file: str | None, backend: str, collection: str, store: str | None,
+           url: str | None, api_key: str | None, model: str | None, top_k: int, k: int | None,
+           filters: tuple[str, ...], hybrid: bool, rrf_k: int, no_fallback: bool, budget: str, device: str,
+           threads: int, as_json: bool) -> None:
+    """Search a collection for QUERY (or every query in --queries FILE); prints rank, score, source, snippet.
+
+    The collection's own model (adapted at ingest) is used unless --model is given.
+    """
+    from ..collection import Collection
     from ..head import check_k
     from ..integrations.base import CollectionMismatchError
+    from ..runtime import set_threads
 
+    if (query is None) == (queries_file is None):
+        raise click.UsageError("give a QUERY or --queries FILE (not both)")
     flt = parse_filters(filters)
-    be = _open(backend, collection, store, url, api_key, create=False, threads=threads or None)
+    batch = read_queries(queries_file) if queries_file is not None else [("1", query)]
+    set_threads(threads)
+    col = Collection(collection, backend=backend, path=store, url=url, api_key=api_key, model=model, device=device,
+                     threads=threads or None)
+    be = col.open_backend()
+    fallback = None
     try:
         if hybrid and not be.meta.d:
             raise CollectionMismatchError(f"collection {collection!r} has no dense vectors: re-ingest with --hybrid")
-        enc = load_encoder(model, device, threads)
-        if enc.model_id != be.meta.model_id:
-            raise CollectionMismatchError(
-                f"collection {collection!r} was built with model {be.meta.model_id}, this is {enc.model_id}: "
-                "pass the same --model")
+        if hybrid and not hasattr(be, "hybrid_search"):
+            raise CollectionMismatchError(f"--hybrid: the {backend} backend has no hybrid search")
+        enc = col.encoder
+        col._check_model(enc, be.meta)
         try:
             k = check_k(be.meta.k if k is None else k, enc.h)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--k") from None
-        dense = enc.encode_dense([query], prefix=enc.config.query_prefix)
-        code = enc.sparsify(dense, k, budget=budget, role="query")[0]
-        if hybrid:
-            hits = be.hybrid_search(code, dense[0], top_k=top_k, filter=flt, rrf_k=rrf_k)
-        else:
-            from ..integrations.fallback import open_fallback, serve
+        if not hybrid and not no_fallback:
+            from ..integrations.fallback import open_fallback
 
-            fallback = None if no_fallback else open_fallback(collection, store, threads or None)
-            try:
-                hits = serve(enc, be, code, dense[0], top_k, flt, fallback)
-            finally:
-                if fallback is not None:
-                    fallback.close()
+            fallback = open_fallback(collection, store, threads or None)
+        results = []
+        for lo in range(0, len(batch), 256):
+            part = batch[lo:lo + 256]
+            dense = enc.encode_dense([t for _, t in part], prefix=enc.config.query_prefix)
+            codes = enc.sparsify(dense, k, budget=budget, role="query")
+            for i in range(len(part)):
+                if hybrid:
+                    hits = be.hybrid_search(codes[i], dense[i], top_k=top_k, filter=flt, rrf_k=rrf_k)
+                else:
+                    from ..integrations.fallback import serve
+
+                    hits = serve(enc, be, codes[i], dense[i], top_k, flt, fallback)
+                results.append(hits)
     finally:
+        if fallback is not None:
+            fallback.close()
         be.close()
+    if queries_file is not None:
+        for (qid, text), hits in zip(batch, results):
+            click.echo(json.dumps({"id": qid, "query": text,
+                                   "hits": [{"rank": r, **h.to_dict()} for r, h in enumerate(hits, 1)]}))
+        return
+    hits = results[0]
     if as_json:
         click.echo(json.dumps([{"rank": r, **h.to_dict()} for r, h in enumerate(hits, 1)], indent=2))
         return

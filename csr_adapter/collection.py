@@ -1,0 +1,361 @@
+"""One ``Collection`` API over every engine: ingest (with corpus adaptation), search, count, info.
+
+A collection owns its model. When ``ingest`` creates a collection it adapts a CSR head to the corpus's
+own chunks (see :mod:`csr_adapter.training.adapt`), stores that model with the collection
+(:mod:`csr_adapter.model_store`) and records its id in the collection's metadata, so ``search``, ``serve``
+and the framework classes pick it up with no flags::
+
+    from csr_adapter import open_collection
+
+    with open_collection("docs") as col:                  # embedded Qdrant Edge under ./.csr-adapter
+        col.ingest("corpus/")                              # adapts, stores the model, indexes
+        for hit in col.search("what is a sparse code?", top_k=5):
+            print(hit.score, hit.payload["source"])
+
+Re-ingest encodes new and changed chunks with the stored head (old codes stay comparable);
+``ingest(..., adapt=True)`` on an existing embedded collection retrains on the current corpus and
+rebuilds the index beside the old one from cached dense vectors, then switches (search answers from
+the old codes until the new ones are complete).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CSRAdapterError
+
+MIN_ADAPT_CHUNKS = 300   # below this many chunks ingest keeps the given model (see benchmarks/zeroshot.md)
+FIT_SAMPLE = 2000        # points sampled by ``fit_report``
+NEXT, OLD = ".next", ".old"  # suffixes of a collection being rebuilt beside / being replaced
+READY = "csr-adapter.ready"  # marker written into a rebuilt collection once it is complete
+
+
+class AdaptError(CSRAdapterError):
+    """Adaptation settings or state that cannot work (one-line message)."""
+
+
+def _echo_default(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
+
+
+class Collection:
+    """A named collection on one engine, with its model, fallback and ingest/search rules."""
+
+    def __init__(self, name: str = "csr", *, backend: str = "qdrant", path: str | os.PathLike | None = None,
+                 url: str | None = None, api_key: str | None = None, model: str | os.PathLike | None = None,
+                 device: str = "auto", threads: int | None = None,
+                 echo: Callable[[str], None] | None = None) -> None:
+        from .integrations.qdrant import check_collection_name
+
+        self.name = check_collection_name(name)
+        self.kind, self.url, self.api_key = backend, url, api_key
+        self.path = None if path is None else str(path)
+        if self.path is not None:
+            self.url = None  # an explicit path wins over QDRANT_URL from the environment
+        self.model, self.device, self.threads = model, device, threads
+        self.echo = echo or _echo_default
+        self._encoder = None
+        self._finish_switch()
+
+    # -- locations ------------------------------------------------------------------------------------
+    @property
+    def embedded(self) -> bool:
+        return self.kind == "qdrant" and not (self.url or (self.path is None and os.environ.get("QDRANT_URL")))
+
+    def _location(self, name: str | None = None) -> Path:
+        from .integrations.qdrant import default_path
+
+        name = name or self.name
+        return Path(self.path) / name if self.path is not None else default_path(name)
+
+    def _finish_switch(self) -> None:
+        """Complete a rebuild-and-switch that a killed run left half done (embedded store only)."""
+        if not self.embedded:
+            return
+        live, nxt, old = self._location(), self._location(self.name + NEXT), self._location(self.name + OLD)
+        if (nxt / READY).exists() and not live.exists():
+            nxt.replace(live)
+        if live.exists() and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+    # -- backend and model ----------------------------------------------------------------------------
+    def open_backend(self, name: str | None = None, **options: Any):
+        """The raw engine backend (``create=False`` unless ``meta`` is given)."""
+        from .integrations.registry import open_backend
+
+        options.setdefault("create", options.get("meta") is not None)
+        return open_backend(self.kind, name or self.name, path=self.path, url=self.url, api_key=self.api_key,
+                            threads=self.threads, **options)
+
+    def meta(self):
+        """The stored :class:`CollectionMeta`, or ``None`` when the collection does not exist yet."""
+        from .integrations.base import CollectionNotFoundError
+
+        try:
+            be = self.open_backend()
+        except CollectionNotFoundError:
+            return None
+        try:
+            return be.meta
+        finally:
+            be.close()
+
+    @property
+    def encoder(self):
+        """The collection's model (``--model`` if given, else the one its metadata names)."""
+        if self._encoder is None:
+            meta = self.meta()
+            if self.model is not None or meta is None:
+                from .encoder import CSREncoder
+
+                self._encoder = CSREncoder.from_pretrained(self.model, device=self.device)
+            else:
+                from .model_store import load_collection_model
+
+                self._encoder = load_collection_model(meta.model_id, self.path, self.name, self.device)
+        return self._encoder
+
+    def _check_model(self, enc, meta) -> None:
+        from .integrations.base import CollectionMismatchError
+
+        if meta is not None and meta.model_id and enc.model_id != meta.model_id:
+            raise CollectionMismatchError(f"collection {self.name!r} was built with model {meta.model_id}, this is "
+                                          f"{enc.model_id}: pass the same --model, or none to use the collection's own")
+
+    # -- ingest ---------------------------------------------------------------------------------------
+    def ingest(self, corpus, *, k: int | None = None, adapt: bool | None = None, recreate: bool = False,
+               prune: bool = False, hybrid: bool = False, idf: bool = False, with_fallback: bool = False,
+               batch_size: int = 32, overlap: int | None = None, budget: str = "fixed", avg_k: int | None = None,
+               k_min: int | None = None, k_max: int | None = None, adapt_config=None, progress: bool = True):
+        """Bring the collection in line with ``corpus`` (a path or a :class:`~csr_adapter.corpus.Corpus`).
+
+        ``adapt``: ``None`` adapts a new collection when the corpus has at least ``MIN_ADAPT_CHUNKS``
+        chunks, ``True`` always (and rebuilds an existing one), ``False`` never.
+        """
+        from .corpus import Corpus, read_corpus
+
+        if not isinstance(corpus, Corpus):
+            corpus = read_corpus(corpus)
+        meta = None if recreate else self.meta()
+        if self.kind == "faiss":
+            adapt = False  # a dense-only collection has no head to adapt
+        if meta is not None and adapt:
+            return self._rebuild(corpus, meta, k=k, hybrid=hybrid, idf=idf, with_fallback=with_fallback,
+                                 batch_size=batch_size, overlap=overlap, adapt_config=adapt_config,
+                                 prune=prune, progress=progress)
+        if meta is not None:
+            enc = self.encoder
+            self._check_model(enc, meta)
+            k = meta.k if k is None and budget == "fixed" else k
+            return self._write(enc, corpus, k=k, recreate=False, prune=prune, hybrid=hybrid, idf=idf,
+                               with_fallback=with_fallback, batch_size=batch_size, overlap=overlap, budget=budget,
+                               avg_k=avg_k, k_min=k_min, k_max=k_max, progress=progress)
+        from .encoder import CSREncoder
+
+        base = self._encoder if self._encoder is not None and self.model is None else \
+            CSREncoder.from_pretrained(self.model, device=self.device)
+        enc, adapted = base, None
+        if adapt is not False:
+            enc, adapted = self._adapt(base, corpus, k=k, overlap=overlap, batch_size=batch_size,
+                                       config=adapt_config, force=bool(adapt), progress=progress)
+        report = self._write(enc, corpus, k=k, recreate=recreate, prune=prune, hybrid=hybrid, idf=idf,
+                             with_fallback=with_fallback, batch_size=batch_size, overlap=overlap, budget=budget,
+                             avg_k=avg_k, k_min=k_min, k_max=k_max, progress=progress)
+        report.adapt = adapted
+        return report
+
+    def _chunks(self, enc, corpus, overlap: int | None) -> tuple[list[str], np.ndarray]:
+        """Every chunk text of ``corpus`` and the index of its document (positives for adaptation)."""
+        from .corpus import Chunker
+
+        chunker = Chunker.for_encoder(enc, overlap)
+        texts, groups = [], []
+        for d, pieces in enumerate(chunker.split([doc.text for doc in corpus.documents])):
+            for piece in pieces:
+                texts.append(piece.text)
+                groups.append(d)
+        return texts, np.asarray(groups, dtype=np.int64)
+
+    def _adapt(self, base, corpus, *, k, overlap, batch_size, config, force, progress):
+        """Embed every chunk (cached), fit a head, store the model; ``(encoder, summary)``."""
+        from .dense_store import DenseStore
+        from .model_store import save_model
+
+        texts, groups = self._chunks(base, corpus, overlap)
+        if len(texts) < MIN_ADAPT_CHUNKS and not force:
+            self.echo(f"adapt: {len(texts)} chunks is below {MIN_ADAPT_CHUNKS}, where adaptation stops paying: "
+                      f"keeping the given model (force it with --adapt)")
+            return base, {"adapted": False, "chunks": len(texts), "reason": "corpus too small"}
+        if len(texts) < 2:
+            raise AdaptError(f"cannot adapt on {len(texts)} chunk(s): use --no-adapt")
+        with DenseStore(base, base.config.document_prefix) as store:
+            dense = store.encode(texts, batch_size=batch_size, progress=progress, desc="embed")
+        enc = base.adapt(dense=dense, groups=groups, k=k, config=config, progress=progress)
+        where = save_model(enc, self.path if self.embedded else None)
+        rep = enc.config.training["adapt_report"]
+        self.echo(f"adapt: fitted a head to {rep['sampled']} chunks in {rep['seconds']:.1f} s "
+                  f"(reconstruction error {rep['recon_before']:.3f} -> {rep['recon_after']:.3f}); model {where}")
+        self._encoder = enc
+        return enc, {"adapted": True, "chunks": len(texts), "model_id": enc.model_id, "model_dir": str(where), **rep}
+
+    def _write(self, enc, corpus, *, k, recreate, prune, hybrid, idf, with_fallback, batch_size, overlap, budget,
+               avg_k, k_min, k_max, progress, name: str | None = None):
+        from .budget import ingest_k
+        from .corpus import Chunker
+        from .dense_store import DenseStore
+        from .head import check_k
+        from .ingest import ingest_corpus
+        from .integrations.base import CollectionMeta
+
+        k = check_k(enc.k if k is None else k, enc.h)
+        chunker = Chunker.for_encoder(enc, overlap)
+        k = ingest_k(enc, budget, k, avg_k, k_min, k_max)
+        meta = CollectionMeta(enc.model_id, enc.h, k, d=enc.d if hybrid else None, idf=idf)
+        be = self.open_backend(name, meta=meta, recreate=recreate)
+        if with_fallback:
+            from .integrations.fallback import with_fallback as attach
+
+            be = attach(be, name or self.name, self.path, meta=meta, recreate=recreate, threads=self.threads)
+        try:
+            with DenseStore(enc, enc.config.document_prefix) as store:
+                report = ingest_corpus(enc, be, corpus, k=k, batch_size=batch_size,
+                                       hybrid=hybrid or getattr(be, "needs_dense", False), prune=prune,
+                                       chunker=chunker, progress=progress, budget=budget, k_min=k_min,
+                                       k_max=k_max, dense_store=store)
+        finally:
+            be.close()
+        self._encoder = enc
+        return report
+
+    def _rebuild(self, corpus, meta, *, k, hybrid, idf, with_fallback, batch_size, overlap, adapt_config, prune,
+                 progress):
+        """``ingest --adapt`` on an existing collection: adapt, build beside, switch."""
+        from .encoder import CSREncoder
+
+        if not self.embedded:
+            raise AdaptError(f"collection {self.name!r} is on a server: re-adapting in place is not supported; "
+                             "ingest into a new --collection with --adapt, or --recreate --adapt")
+        base = CSREncoder.from_pretrained(self.model, device=self.device)
+        enc, adapted = self._adapt(base, corpus, k=k or meta.k, overlap=overlap, batch_size=batch_size,
+                                   config=adapt_config, force=True, progress=progress)
+        nxt = self.name + NEXT
+        had_fallback = with_fallback or self._has_fallback()
+        report = self._write(enc, corpus, k=k or meta.k, recreate=True, prune=prune, hybrid=hybrid or bool(meta.d),
+                             idf=idf or meta.idf, with_fallback=had_fallback, batch_size=batch_size,
+                             overlap=overlap, budget="fixed", avg_k=None, k_min=None, k_max=None,
+                             progress=progress, name=nxt)
+        self._switch(had_fallback)
+        report.adapt = adapted
+        report.backend["path"] = str(self._location())
+        return report
+
+    def _has_fallback(self, name: str | None = None) -> bool:
+        from .integrations.faiss import STORE_FILE
+        from .integrations.fallback import fallback_path
+
+        return (fallback_path(name or self.name, self.path) / STORE_FILE).exists()
+
+    def _switch(self, fallback: bool) -> None:
+        from .integrations.fallback import fallback_path
+
+        live, nxt, old = self._location(), self._location(self.name + NEXT), self._location(self.name + OLD)
+        (nxt / READY).write_text("complete\n", encoding="utf-8")
+        if fallback:
+            f_live, f_nxt = fallback_path(self.name, self.path), fallback_path(self.name + NEXT, self.path)
+            f_old = fallback_path(self.name + OLD, self.path)
+            shutil.rmtree(f_old, ignore_errors=True)
+            if f_live.exists():
+                f_live.replace(f_old)
+            f_nxt.replace(f_live)
+            shutil.rmtree(f_old, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        live.replace(old)
+        nxt.replace(live)
+        (live / READY).unlink()
+        shutil.rmtree(old, ignore_errors=True)
+
+    # -- search ---------------------------------------------------------------------------------------
+    def searcher(self, fallback: bool = True):
+        """A :class:`~csr_adapter.integrations.fallback.FallbackSearcher` over this collection (close it)."""
+        from .integrations.fallback import FallbackSearcher, open_fallback
+
+        be = self.open_backend()
+        try:
+            self._check_model(self.encoder, be.meta)
+            if getattr(be, "needs_dense", False):
+                return FallbackSearcher(self.encoder, None, be, k=be.meta.k)
+            dense = open_fallback(self.name, self.path, self.threads) if fallback else None
+            return FallbackSearcher(self.encoder, be, dense, k=be.meta.k)
+        except BaseException:
+            be.close()
+            raise
+
+    def search(self, query: str, top_k: int = 5, filter: dict[str, Any] | None = None, fallback: bool = True):
+        """Top hits for one query with the fallback policy."""
+        return self.search_batch([query], top_k, filter, fallback)[0]
+
+    def search_batch(self, queries: Sequence[str], top_k: int = 5, filter: dict[str, Any] | None = None,
+                     fallback: bool = True):
+        """Top hits per query (one list per query, input order)."""
+        searcher = self.searcher(fallback)
+        try:
+            return [searcher.search(q, top_k=top_k, filter=filter) for q in queries]
+        finally:
+            searcher.close()
+
+    # -- inspection -----------------------------------------------------------------------------------
+    def count(self) -> int:
+        be = self.open_backend()
+        try:
+            return be.count()
+        finally:
+            be.close()
+
+    def fit_report(self, sample: int = FIT_SAMPLE, seed: int = 0) -> dict[str, Any]:
+        """How well the collection's head fits what it holds now: reconstruction error and dead latents at
+        its k on a sample of stored chunks (dense vectors from the cache, or encoded)."""
+        from .dense_store import DenseStore
+        from .training.adapt import fit_stats
+
+        enc = self.encoder
+        be = self.open_backend()
+        try:
+            k = be.meta.k
+            texts = [str(p.get("text", "")) for _, p in be.scroll(["text"])]
+        finally:
+            be.close()
+        texts = [t for t in texts if t.strip()]
+        if not texts:
+            return {"rows": 0}
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(texts), size=min(sample, len(texts)), replace=False)
+        with DenseStore(enc, enc.config.document_prefix) as store:
+            dense = store.encode([texts[i] for i in pick])
+        stats = fit_stats(enc.head.cpu(), dense, k)
+        enc.head.to(enc.device)
+        adapted = (enc.config.training or {}).get("adapt_report")
+        if adapted:
+            stats["recon_nmse_at_adaptation"] = adapted.get("recon_after")
+        return {"k": k, **stats}
+
+    def close(self) -> None:
+        self._encoder = None
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_collection(name: str = "csr", **options: Any) -> Collection:
+    """Open (or name, for a first ingest) a collection; options as :class:`Collection`."""
+    return Collection(name, **options)

@@ -1,0 +1,240 @@
+"""Corpus adaptation: fit a CSR head to one corpus's dense embeddings (no queries, no labels).
+
+Works on backbone embeddings that ingest computes anyway, so it never runs the backbone. Per step, on a
+batch of chunk embeddings ``x`` (L2-normalised) with the annealed ``k_t``::
+
+    L = nMSE(x, x^_{k_t}) + w4 * nMSE(x, x^_{4 k_t}) + a * AuxK
+        + c * InfoNCE(chunk, other chunk of the same document)          (documents with >= 2 chunks)
+        + s * sum_{k in {k_t} + extra_ks} KL(softmax(x x^T / tau) || softmax(z_k z_k^T / tau))
+
+The last term ("similarity distillation") trains the codes' in-batch cosine similarities toward the
+dense ones, so neighbours in the dense space stay neighbours in code space: what retrieval needs, and
+what reconstruction alone does not ask for. ``k`` anneals from ``k_init`` to ``k`` over the first
+``anneal_frac`` of steps (CSRv2). The run is bounded by ``max_steps`` and a sample cap, so its time does
+not grow with the corpus beyond ``max_samples`` rows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..head import CSRHead, topk_relu
+from .losses import annealed_k, auxk_loss, dead_mask, infonce_loss, normalized_mse
+
+
+@dataclass
+class AdaptConfig:
+    """Settings of one corpus adaptation (stored in the adapted model's ``config.json``)."""
+
+    k: int = 8                         # the serving k the head is tuned for (it still serves any k)
+    extra_ks: list[int] = field(default_factory=lambda: [2, 4, 16, 32])  # also trained at these k
+    k_init: int = 64                   # annealing start (<= h/4)
+    anneal_frac: float = 0.5
+    epochs: float = 30.0               # passes over the (sampled) corpus, bounded by min/max_steps
+    min_steps: int = 300
+    max_steps: int = 1500
+    batch_size: int = 512
+    lr: float = 1e-3
+    adam_eps: float = 6.25e-10
+    recon4k_weight: float = 0.125
+    aux_weight: float = 1 / 32
+    k_aux: int = 512
+    dead_window: int = 50
+    contrastive_weight: float = 0.1    # chunks of one document as positives
+    temperature: float = 0.1
+    distill_weight: float = 1.0        # similarity distillation (0 = the plain raw-corpus objective)
+    distill_temperature: float = 0.05
+    init: str = "default"              # "default": warm start from the given head; "scratch": random
+    max_samples: int = 200_000         # corpus rows sampled for training (bounded time on huge corpora)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AdaptConfig:
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class AdaptReport:
+    """What one adaptation did."""
+
+    rows: int            # corpus rows available
+    sampled: int         # rows trained on
+    steps: int
+    seconds: float
+    recon_before: float  # nMSE at k on a held sample, before and after
+    recon_after: float
+    dead_pct: float      # latents never active at k on that sample, after
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_steps(cfg: AdaptConfig, n: int) -> int:
+    """Optimiser steps for ``n`` training rows: ``epochs`` passes, clamped to [min_steps, max_steps]."""
+    return int(min(cfg.max_steps, max(cfg.min_steps, math.ceil(cfg.epochs * n / cfg.batch_size))))
+
+
+def distill_loss(x: torch.Tensor, z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL between in-batch similarity distributions of the dense vectors (target) and of the codes.
+
+    Row i: ``softmax_j(cos(x_i, x_j) / t)`` vs ``softmax_j(cos(z_i, z_j) / t)`` over ``j != i``.
+    """
+    xn, zn = F.normalize(x.float(), dim=-1), F.normalize(z.float(), dim=-1)
+    eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
+    target = (xn @ xn.T / temperature).masked_fill(eye, -math.inf).softmax(dim=-1)
+    logp = (zn @ zn.T / temperature).masked_fill(eye, -math.inf).log_softmax(dim=-1)
+    return F.kl_div(logp.masked_fill(eye, 0.0), target, reduction="batchmean")
+
+
+def _sparse_code(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values, indices)`` of ``ReLU(TopK_k(pre))``, each ``(B, k)``."""
+    values, indices = pre.topk(k, dim=-1)
+    return values.relu(), indices
+
+
+def _decode(W: torch.Tensor, b_pre: torch.Tensor, code: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """``W^T z + b_pre`` from a sparse code, in O(B k d) instead of the dense O(B h d)."""
+    values, indices = code
+    if indices.shape[1] > 64:  # wide codes: a dense matmul beats gathering (B, k, d) rows
+        return _dense(code, W.shape[0]) @ W + b_pre
+    return torch.einsum("bk,bkd->bd", values, W[indices]) + b_pre
+
+
+def _dense(code: tuple[torch.Tensor, torch.Tensor], h: int) -> torch.Tensor:
+    values, indices = code
+    return torch.zeros(values.shape[0], h, dtype=values.dtype, device=values.device).scatter(-1, indices, values)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def fit_stats(head: CSRHead, x: np.ndarray, k: int) -> dict[str, float]:
+    """How well ``head`` fits rows ``x`` at ``k``: reconstruction nMSE and dead-latent % (never active)."""
+    with torch.no_grad():
+        xt = torch.from_numpy(_unit(np.asarray(x, dtype=np.float32)))
+        z = topk_relu(head.pre_activation(xt), k)
+        recon = float(normalized_mse(xt, head.decode(z)))
+        active = (z > 0).any(dim=0)
+    return {"recon_nmse": recon, "dead_pct": 100.0 * float((~active).float().mean()), "rows": len(x)}
+
+
+class _Batches:
+    """Seeded batches: half drawn as chunk pairs of multi-chunk documents (when any), the rest at random."""
+
+    def __init__(self, n: int, groups: np.ndarray | None, batch_size: int, rng: np.random.Generator) -> None:
+        self.n, self.batch_size, self.rng = n, min(batch_size, n), rng
+        self.units: list[np.ndarray] = []
+        if groups is not None:
+            order = np.argsort(groups, kind="stable")
+            bounds = np.flatnonzero(np.diff(groups[order])) + 1
+            self.units = [u for u in np.split(order, bounds) if len(u) >= 2 and groups[u[0]] >= 0]
+
+    def next(self) -> tuple[np.ndarray, int]:
+        """``(items, n_pairs)``: ``items[:n]`` and ``items[n:2n]`` are pairs, the rest fill."""
+        n_pairs = min(len(self.units), self.batch_size // 4) if self.units else 0
+        pairs_a, pairs_b = [], []
+        for u in self.rng.choice(len(self.units), size=n_pairs, replace=False) if n_pairs else []:
+            a, b = self.rng.choice(self.units[u], size=2, replace=False)
+            pairs_a.append(a)
+            pairs_b.append(b)
+        fill = self.rng.choice(self.n, size=self.batch_size - 2 * n_pairs, replace=False)
+        return np.concatenate([np.asarray(pairs_a + pairs_b, dtype=np.int64), fill]), n_pairs
+
+
+def adapt_head(
+    head: CSRHead, x: np.ndarray, cfg: AdaptConfig, groups: np.ndarray | None = None,
+    progress: bool = True, device: str | torch.device = "cpu",
+    on_step: Callable[[int, int], None] | None = None,
+) -> tuple[CSRHead, AdaptReport]:
+    """Train a copy of ``head`` on dense rows ``x`` ``(n, d)``; ``groups[i]`` = the document of row i.
+
+    Returns the adapted head (on CPU, eval mode) and an :class:`AdaptReport`. ``head`` is not modified.
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    x = np.asarray(x, dtype=np.float32)
+    live = np.flatnonzero(np.abs(x).sum(axis=1) > 0)  # empty texts give zero rows
+    if len(live) < 2:
+        raise ValueError(f"adaptation needs at least 2 non-empty rows, got {len(live)}")
+    rng = np.random.default_rng(cfg.seed)
+    if len(live) > cfg.max_samples:
+        live = np.sort(rng.choice(live, size=cfg.max_samples, replace=False))
+    data = torch.from_numpy(_unit(x[live]))
+    grp = np.asarray(groups)[live] if groups is not None else None
+    held = data[torch.from_numpy(rng.choice(len(data), size=min(len(data), 2048), replace=False))]
+
+    model = CSRHead(head.d, head.h)
+    if cfg.init == "scratch":
+        model.reset_parameters(torch.Generator().manual_seed(cfg.seed))
+        with torch.no_grad():
+            model.b_pre.copy_(data.mean(dim=0))
+    elif cfg.init == "default":
+        model.load_state_dict({k: v.detach().cpu().clone() for k, v in head.state_dict().items()})
+    else:
+        raise ValueError(f"init must be 'default' or 'scratch', got {cfg.init!r}")
+    before = fit_stats(model, held.numpy(), cfg.k)["recon_nmse"]
+    device = torch.device(device)
+    model = model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+    total = plan_steps(cfg, len(data))
+    k_init = min(cfg.k_init, model.h // 4)
+    batches = _Batches(len(data), grp, cfg.batch_size, rng)
+    steps_since = torch.zeros(model.h, dtype=torch.long)
+    extra = sorted({e for e in cfg.extra_ks if 1 <= e <= model.h})
+    bar = tqdm(range(total), desc="adapt", unit="step", disable=not progress, leave=False)
+    for step in bar:
+        k = annealed_k(step, total, max(k_init, cfg.k), cfg.k, cfg.anneal_frac)
+        items, n_pairs = batches.next()
+        xb = data[torch.from_numpy(items)].to(device)
+        pre = model.pre_activation(xb)
+        c4 = _sparse_code(pre, min(4 * k, model.h))  # sorted: its first k columns are the k-code
+        ck = (c4[0][:, :k], c4[1][:, :k])
+        x_hat = _decode(model.W, model.b_pre, ck)
+        dead = dead_mask(steps_since, cfg.dead_window).to(device)
+        loss = (normalized_mse(xb, x_hat) + cfg.recon4k_weight * normalized_mse(xb, _decode(model.W, model.b_pre, c4))
+                + cfg.aux_weight * auxk_loss(pre, xb, x_hat, dead, cfg.k_aux, model.W, model.b_pre))
+        z = _dense(ck, model.h)
+        codes = [z]
+        for e in extra:
+            if e != k:
+                ce = _sparse_code(pre, e)
+                loss = loss + normalized_mse(xb, _decode(model.W, model.b_pre, ce))
+                codes.append(_dense(ce, model.h))
+        for zk in codes:
+            if n_pairs and cfg.contrastive_weight:
+                loss = loss + cfg.contrastive_weight * infonce_loss(zk[:n_pairs], zk[n_pairs:2 * n_pairs],
+                                                                    cfg.temperature)
+            if cfg.distill_weight:
+                loss = loss + cfg.distill_weight * distill_loss(xb, zk, cfg.distill_temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            fired = (z > 0).any(dim=0).cpu()
+            steps_since = torch.where(fired, torch.zeros_like(steps_since), steps_since + 1)
+        if step % 25 == 0:
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"adaptation loss became {value} at step {step}")
+            bar.set_postfix(loss=f"{value:.4f}", k=k)
+        if on_step is not None:
+            on_step(step + 1, total)
+    bar.close()
+    model = model.cpu().eval()
+    after = fit_stats(model, held.numpy(), cfg.k)
+    report = AdaptReport(rows=len(x), sampled=len(data), steps=total, seconds=time.perf_counter() - start,
+                         recon_before=before, recon_after=after["recon_nmse"], dead_pct=after["dead_pct"])
+    return model, report
