@@ -228,8 +228,7 @@ def _scalar_meta(record: dict, exclude: set[str]) -> dict[str, Any]:
 
 def _record_doc(record: Any, file: str, where: str, opts: ReaderOptions) -> Document:
     doc = _build_doc(record, file, where, opts)
-    fields = [doc.text, doc.doc_id, *(json.dumps(doc.meta, ensure_ascii=False),)]
-    if not all(_utf8_ok(f) for f in fields):
+    if not all(_utf8_ok(f) for f in (doc.text, doc.doc_id, json.dumps(doc.meta, ensure_ascii=False))):
         raise BadRecord(f"{where}: lone surrogate in the record (not valid Unicode); record skipped")
     return doc
 
