@@ -6,9 +6,11 @@ line, optionally .gz), .csv (one row a document). Records take their text from `
 (default ``text``; ``title`` is prepended when present), their id from ``_id``/``id`` and keep other
 scalar fields as user metadata.
 
-Never crashes on bad input: hidden entries, symlink loops, oversized, binary (NUL bytes), non-UTF-8,
-malformed JSON/CSV and empty files are skipped and reported with a reason. A JSONL file with one bad
-line is skipped whole, so its previously ingested documents stay as they were.
+Never crashes on bad input: hidden entries, symlink loops, symlinks out of the folder (unless
+``follow_links``), oversized (``.gz`` by its decompressed size, read streaming), binary (NUL bytes),
+non-UTF-8, malformed JSON/CSV and empty files are skipped and reported with a reason. A JSONL file with
+one malformed line is skipped whole, so its previously ingested documents stay as they were; a record
+with lone surrogates (``"\\ud800"``) is skipped on its own.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import hashlib
 import io
 import json
 import os
+import stat
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -33,6 +37,7 @@ HTML_TYPES = {".html", ".htm"}
 RECORD_TYPES = {".json", ".jsonl", ".ndjson", ".csv"}
 SUPPORTED = TEXT_TYPES | HTML_TYPES | RECORD_TYPES
 DEFAULT_MAX_MB = 64.0
+CHARS_PER_TOKEN = 16  # chunk text cap = this x max_tokens characters (a long unbroken run is one [UNK] token)
 STDIN = "<stdin>"
 
 
@@ -82,13 +87,35 @@ class ReaderOptions:
     text_field: str = "text"
     title_field: str = "title"
     id_fields: tuple[str, ...] = ("_id", "id")
-    max_bytes: int = int(DEFAULT_MAX_MB * 1e6)
+    max_bytes: int = int(DEFAULT_MAX_MB * 1e6)  # per file, decompressed
+    follow_links: bool = False  # follow symlinks that point out of the ingested folder
+
+
+class BadRecord(ValueError):
+    """One record that cannot be stored (lone surrogates): skipped on its own, the file is kept."""
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 # -- files ---------------------------------------------------------------------------------------
-def walk(root: Path) -> tuple[list[Path], list[Skip]]:
-    """Files under ``root`` (sorted, symlinks followed once, hidden entries skipped)."""
+OUTSIDE = "symlink out of the ingested folder (--follow-links to include it)"
+
+
+def walk(root: Path, follow_links: bool = False) -> tuple[list[Path], list[Skip]]:
+    """Files under ``root`` (sorted, symlinks followed once, hidden entries skipped; links that leave
+    ``root`` are skipped unless ``follow_links``)."""
     files, skipped, seen_dirs, seen_files = [], [], set(), set()
+    top = os.path.realpath(root)
 
     def unreadable(exc: OSError) -> None:
         skipped.append(Skip(str(exc.filename), f"unreadable directory ({exc.strerror})"))
@@ -104,16 +131,29 @@ def walk(root: Path) -> tuple[list[Path], list[Skip]]:
         for d in sorted(dirnames):
             if d.startswith("."):
                 skipped.append(Skip(str(here / d), "hidden directory"))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            if not follow_links and (here / d).is_symlink() and not _inside(os.path.realpath(here / d), top):
+                skipped.append(Skip(str(here / d), OUTSIDE))
+            else:
+                keep.append(d)
+        dirnames[:] = keep
         for name in sorted(filenames):
             path = here / name
             if name.startswith("."):
                 skipped.append(Skip(str(path), "hidden file"))
                 continue
+            if not _utf8_ok(str(path)):
+                skipped.append(Skip(str(path).encode("utf-8", "backslashreplace").decode(),
+                                    "file name is not valid UTF-8"))
+                continue
             try:
                 real = path.resolve(strict=True)
             except (OSError, RuntimeError):
                 skipped.append(Skip(str(path), "broken symlink"))
+                continue
+            if not follow_links and not _inside(str(real), top):
+                skipped.append(Skip(str(path), OUTSIDE))
                 continue
             if real in seen_files:
                 skipped.append(Skip(str(path), f"same file as {real}"))
@@ -187,6 +227,13 @@ def _scalar_meta(record: dict, exclude: set[str]) -> dict[str, Any]:
 
 
 def _record_doc(record: Any, file: str, where: str, opts: ReaderOptions) -> Document:
+    doc = _build_doc(record, file, where, opts)
+    if not all(_utf8_ok(f) for f in (doc.text, doc.doc_id, json.dumps(doc.meta, ensure_ascii=False))):
+        raise BadRecord(f"{where}: lone surrogate in the record (not valid Unicode); record skipped")
+    return doc
+
+
+def _build_doc(record: Any, file: str, where: str, opts: ReaderOptions) -> Document:
     if not isinstance(record, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
     text = record.get(opts.text_field)
@@ -200,60 +247,93 @@ def _record_doc(record: Any, file: str, where: str, opts: ReaderOptions) -> Docu
     return Document(f"{file}#{doc_id}", file, text, doc_id, meta)
 
 
-def parse(text: str, kind: str, file: str, opts: ReaderOptions) -> list[Document]:
-    """Documents in one decoded file; :class:`ValueError` (one line) when the file must be skipped."""
+def parse(text: str, kind: str, file: str, opts: ReaderOptions, skipped: list[Skip] | None = None) -> list[Document]:
+    """Documents in one decoded file; :class:`ValueError` (one line) when the file must be skipped.
+
+    With ``skipped``, a :class:`BadRecord` is reported there and parsing goes on; without, it skips the file."""
+    out = []
+    for doc in _parse(text, kind, file, opts):
+        if not isinstance(doc, BadRecord):
+            out.append(doc)
+        elif skipped is None:
+            raise doc
+        else:
+            skipped.append(Skip(file, str(doc)))
+    return out
+
+
+def _records(rows: Any, file: str, opts: ReaderOptions) -> list:
+    """``(where, record)`` pairs as documents, a :class:`BadRecord` in place of each bad one."""
+    out: list = []
+    for where, record in rows:
+        try:
+            out.append(_record_doc(record, file, where, opts))
+        except BadRecord as exc:
+            out.append(exc)
+    return out
+
+
+def _parse(text: str, kind: str, file: str, opts: ReaderOptions) -> list:
     if kind in HTML_TYPES:
         return [Document(file, file, html_text(text), Path(file).stem)]
     if kind in (".jsonl", ".ndjson"):
-        docs = []
+        rows = []
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    record = json.loads(line)
+                    rows.append((f"line {n}", json.loads(line)))
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"line {n}: not JSON ({exc.msg})") from None
-                docs.append(_record_doc(record, file, f"line {n}", opts))
-        return docs
+        return _records(rows, file, opts)
     if kind == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
-        rows = data if isinstance(data, list) else [data]
-        return [_record_doc(r, file, f"item {i}" if isinstance(data, list) else "object", opts)
-                for i, r in enumerate(rows, 1)]
+        items = data if isinstance(data, list) else [data]
+        return _records([(f"item {i}" if isinstance(data, list) else "object", r) for i, r in enumerate(items, 1)],
+                        file, opts)
     if kind == ".csv":
         try:
             reader = csv.DictReader(io.StringIO(text, newline=""))
             if opts.text_field not in (reader.fieldnames or []):
                 raise ValueError(f"no {opts.text_field!r} column (columns: {', '.join(reader.fieldnames or [])}; "
                                  "set --text-field)")
-            return [_record_doc(row, file, f"row {n}", opts) for n, row in enumerate(reader, 1)]
+            return _records([(f"row {n}", row) for n, row in enumerate(reader, 1)], file, opts)
         except csv.Error as exc:
             raise ValueError(f"bad CSV ({exc})") from None
     return [Document(file, file, text, Path(file).stem)]
 
 
-def read_file(path: Path, opts: ReaderOptions, explicit: bool = False) -> list[Document]:
-    """Documents of one file, or :class:`ValueError` with the reason to skip it."""
+def _read_capped(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes (decompressed for ``.gz``, streaming), or :class:`ValueError` past ``max_bytes``."""
+    cap = f"{max_bytes / 1e6:.0f} MB cap (--max-file-mb)"
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_size > max_bytes:
+            raise ValueError(f"{st.st_size / 1e6:.0f} MB is over the {cap}")
+        gz = path.suffix.lower() == ".gz"
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            data = f.read(max_bytes + 1)  # never more than the cap in memory, however well it compresses
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"unreadable ({getattr(exc, 'strerror', None) or exc})") from None
+    if len(data) > max_bytes:
+        raise ValueError(f"decompresses past the {cap}; not read further" if gz else f"grew past the {cap}")
+    return data
+
+
+def read_file(path: Path, opts: ReaderOptions, explicit: bool = False,
+              skipped: list[Skip] | None = None) -> list[Document]:
+    """Documents of one file, or :class:`ValueError` with the reason to skip it (bad records: see :func:`parse`)."""
     kind = _suffix(path)
     if kind not in SUPPORTED and not explicit:
         raise ValueError(f"unsupported file type {kind or '(none)'}")
-    size = path.stat().st_size
-    if size > opts.max_bytes:
-        raise ValueError(f"{size / 1e6:.0f} MB is over the {opts.max_bytes / 1e6:.0f} MB cap (--max-file-mb)")
-    try:
-        data = path.read_bytes()
-        if path.suffix.lower() == ".gz":
-            data = gzip.decompress(data)
-            if len(data) > opts.max_bytes:
-                raise ValueError(f"decompresses past the {opts.max_bytes / 1e6:.0f} MB cap (--max-file-mb)")
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise ValueError(f"unreadable ({getattr(exc, 'strerror', None) or exc})") from None
-    text = _decode(data)
+    text = _decode(_read_capped(path, opts.max_bytes))
     if not text.strip():
         raise ValueError("empty")
-    return parse(text, kind if kind in SUPPORTED else ".txt", os.path.abspath(path), opts)
+    return parse(text, kind if kind in SUPPORTED else ".txt", os.path.abspath(path), opts, skipped)
 
 
 def _dedupe(docs: list[Document], skipped: list[Skip]) -> list[Document]:
@@ -274,11 +354,11 @@ def read_stdin(opts: ReaderOptions, stream=None) -> Corpus:
     data = (stream or sys.stdin.buffer).read(opts.max_bytes + 1)
     if len(data) > opts.max_bytes:
         raise CorpusError(f"stdin: over the {opts.max_bytes / 1e6:.0f} MB cap (--max-file-mb)")
+    skipped: list[Skip] = []
     try:
-        docs = parse(_decode(data), ".jsonl", STDIN, opts)
+        docs = parse(_decode(data), ".jsonl", STDIN, opts, skipped)
     except ValueError as exc:
         raise CorpusError(f"stdin: {exc}") from None
-    skipped: list[Skip] = []
     docs = _dedupe(docs, skipped)
     if not docs:
         raise CorpusError("stdin: no documents (expected one JSON object a line with a 'text' field)")
@@ -296,7 +376,7 @@ def read_corpus(path: str | os.PathLike, opts: ReaderOptions | None = None) -> C
     # one spelling per folder (symlinked or relative paths), so sources stay stable between runs
     root = Path(os.path.realpath(root)) if root.is_dir() else Path(os.path.realpath(root.parent)) / root.name
     if root.is_dir():
-        files, skipped = walk(root)
+        files, skipped = walk(root, opts.follow_links)
         if not files and not skipped:
             raise CorpusError(f"{path}: empty folder, nothing to ingest")
     else:
@@ -305,7 +385,7 @@ def read_corpus(path: str | os.PathLike, opts: ReaderOptions | None = None) -> C
     read: list[str] = []
     for file in files:
         try:
-            docs += read_file(file, opts, explicit=not root.is_dir())
+            docs += read_file(file, opts, explicit=not root.is_dir(), skipped=skipped)
             read.append(os.path.abspath(file))
         except ValueError as exc:
             skipped.append(Skip(str(file), str(exc)))
@@ -328,13 +408,18 @@ class Chunker:
     """Token windows of ``max_tokens`` with ``overlap`` tokens shared between neighbours.
 
     Windows are cut on the backbone's own tokenizer and map back to exact character spans of the
-    source text, so each chunk fits the encoder without truncation.
+    source text, so each chunk fits the encoder without truncation. A window is also cut to at most
+    ``max_chars`` characters (default ``CHARS_PER_TOKEN * max_tokens``): a long run without spaces is
+    a single token, and must not become one huge chunk.
     """
 
-    def __init__(self, tokenizer, max_tokens: int, overlap: int) -> None:
+    def __init__(self, tokenizer, max_tokens: int, overlap: int, max_chars: int | None = None) -> None:
         if max_tokens <= 0 or not 0 <= overlap < max_tokens:
             raise ValueError(f"need 0 <= overlap < max_tokens, got {overlap} and {max_tokens}")
+        if max_chars is not None and max_chars <= 0:
+            raise ValueError(f"max_chars must be positive, got {max_chars}")
         self.tokenizer, self.max_tokens, self.overlap = tokenizer, max_tokens, overlap
+        self.max_chars = max_chars or CHARS_PER_TOKEN * max_tokens
 
     @classmethod
     def for_encoder(cls, encoder, overlap: int | None = None) -> Chunker:
@@ -360,7 +445,7 @@ class Chunker:
                 enc = self.tokenizer(part, add_special_tokens=False, return_offsets_mapping=True,
                                      return_attention_mask=False, return_token_type_ids=False)
                 for i, (text, offsets) in enumerate(zip(part, enc["offset_mapping"])):
-                    yield self._windows(text, offsets, enc.word_ids(i))
+                    yield self._cap(self._windows(text, offsets, enc.word_ids(i)))
         finally:
             log.setLevel(level)
 
@@ -388,3 +473,22 @@ class Chunker:
             while inside_word(nxt) and nxt > s + 1:  # start on a word boundary
                 nxt -= 1
             s = nxt
+
+    def _cap(self, chunks: list[Chunk]) -> list[Chunk]:
+        """Cut chunks longer than ``max_chars`` (at the last whitespace in the second half, else hard)."""
+        if all(len(c.text) <= self.max_chars for c in chunks):
+            return chunks
+        out = []
+        for chunk in chunks:
+            text, total = chunk.text, len(chunk.text)
+            while text:
+                if len(text) <= self.max_chars:
+                    cut = len(text)
+                else:
+                    window = text[self.max_chars // 2:self.max_chars + 1]
+                    space = max(window.rfind(c) for c in " \n\t")
+                    cut = self.max_chars // 2 + space if space > 0 else self.max_chars
+                piece, text = text[:cut].strip(), text[cut:].strip()
+                if piece:
+                    out.append(Chunk(piece, max(1, round(chunk.tokens * len(piece) / total))))
+        return out

@@ -6,8 +6,10 @@ fallback can answer for the same chunk. Payloads are plain JSON dicts.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -22,6 +24,20 @@ class BackendError(CSRAdapterError):
 
 class CollectionNotFoundError(BackendError):
     """The collection does not exist (opened for reading before any ingest)."""
+
+
+def make_private_dir(path: str | Path) -> None:
+    """Create ``path`` and its missing parents with mode 0o700: a store is readable by its owner only.
+
+    Directories that already exist keep their mode."""
+    missing = []
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
 
 
 class CollectionMismatchError(BackendError):

@@ -31,7 +31,16 @@ import numpy as np
 
 from ..errors import CSRAdapterError, require
 from ..sparse import SparseEmbedding
-from .base import BackendError, CollectionMeta, CollectionMismatchError, CollectionNotFoundError, Point, SearchHit
+from .base import (
+    BackendError,
+    CollectionMeta,
+    CollectionMismatchError,
+    CollectionNotFoundError,
+    Point,
+    SearchHit,
+    make_private_dir,
+)
+from .qdrant import check_collection_name
 
 INDEX_FILE = "index.faiss"
 STORE_FILE = "store.sqlite"
@@ -113,6 +122,7 @@ def open_faiss(
     **_ignored: Any,
 ) -> FaissBackend:
     """Registry factory for ``--backend faiss``: ``path/<collection>`` (default under ``.csr-adapter/faiss``)."""
+    check_collection_name(collection)
     location = Path(path) / collection if path is not None else default_path(collection)
     if not create and not (location / STORE_FILE).exists():
         raise CollectionNotFoundError(f"{location}: no FAISS collection here (ingest into it first with "
@@ -163,7 +173,7 @@ class FaissBackend:
                 "(delete the directory and re-ingest, or pass recreate=True)"
             )
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.path)
             db = sqlite3.connect(file, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             self._create_tables(db)

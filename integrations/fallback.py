@@ -248,7 +248,9 @@ def fallback_path(collection: str, store: str | None = None):
     from pathlib import Path
 
     from .faiss import default_path
+    from .qdrant import check_collection_name
 
+    check_collection_name(collection)
     return Path(store) / f"{collection}.faiss" if store is not None else default_path(collection)
 
 

@@ -38,7 +38,9 @@ def default_path(collection: str = DEFAULT_COLLECTION) -> Path:
 
 
 def check_collection_name(name: str) -> str:
-    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or len(name) > 200:
+    """``name`` if it is safe as a directory name (Qdrant Edge and FAISS) and a Qdrant collection name."""
+    if (not name or name in (".", "..") or any(c in name for c in "/\\\0") or len(name) > 200
+            or not name.isprintable()):
         raise BackendError(f"invalid collection name {name!r}: use letters, digits, '-', '_' or '.'")
     return name
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import require
 from ..sparse import SparseEmbedding, SparseEmbeddings
-from .base import BackendError, CollectionMeta, CollectionNotFoundError, Point, SearchHit
+from .base import BackendError, CollectionMeta, CollectionNotFoundError, Point, SearchHit, make_private_dir
 from .qdrant import (
     DENSE,
     MIN_SCORE,
@@ -112,6 +112,7 @@ class EdgeBackend:
         if not exists:
             self._check_writable()
             self._check_space()
+            make_private_dir(self.path)
             if threads is None:
                 from ..runtime import available_cores
 

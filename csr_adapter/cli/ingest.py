@@ -9,6 +9,7 @@ import time
 import click
 
 from .options import device_option, json_option, model_option, threads_option
+from .safe import printable
 
 RESERVED = {"text", "source", "file", "doc_id", "chunk", "n_chunks", "content_hash"}
 
@@ -67,6 +68,7 @@ def _show(path: str) -> str:
               help="Text field of .json/.jsonl records and text column of .csv files.")
 @click.option("--max-file-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
               help="Skip files larger than this.")
+@click.option("--follow-links", is_flag=True, help="Also read symlinks that point out of PATH (skipped by default).")
 @click.option("--overlap", type=int, default=None, help="Tokens shared by neighbouring chunks (default 1/8 window).")
 @click.option("--budget", type=click.Choice(["fixed", "corpus"]), default="fixed", show_default=True,
               help="corpus: one cutoff over all chunks, exactly chunks x avg-k postings (variable k per chunk; "
@@ -84,8 +86,9 @@ def _show(path: str) -> str:
 @json_option
 def ingest(path: str, backend: str, collection: str, store: str | None, url: str | None, api_key: str | None,
            model: str | None, k: int | None, batch_size: int, recreate: bool, prune: bool, hybrid: bool,
-           idf: bool, with_fallback: bool, text_field: str, max_file_mb: float, overlap: int | None,
-           budget: str, avg_k: int | None, k_min: int | None, k_max: int | None, adapt: bool | None, no_adapt: bool,
+           idf: bool, with_fallback: bool, text_field: str, max_file_mb: float, follow_links: bool,
+           overlap: int | None, budget: str, avg_k: int | None, k_min: int | None, k_max: int | None,
+           adapt: bool | None, no_adapt: bool,
            no_progress: bool, device: str, threads: int, as_json: bool) -> None:
     """Encode PATH (folder, file, or - for JSONL on stdin) into a collection; re-runs add only what changed.
 
@@ -99,7 +102,8 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
     if adapt is not None and no_adapt:
         raise click.UsageError("--adapt and --no-adapt are exclusive")
     start = time.perf_counter()
-    corpus = read_corpus(path, ReaderOptions(text_field=text_field, max_bytes=int(max_file_mb * 1e6)))
+    corpus = read_corpus(path, ReaderOptions(text_field=text_field, max_bytes=int(max_file_mb * 1e6),
+                                             follow_links=follow_links))
     set_threads(threads)
     col = Collection(collection, backend=backend, path=store, url=url, api_key=api_key, model=model, device=device,
                      threads=threads or None, echo=lambda m: click.echo(m, err=True))
@@ -273,10 +277,10 @@ def search(query: str | None, queries_file: str | None, backend: str, collection
         return
     for rank, hit in enumerate(hits, 1):
         p = hit.payload
-        where = _show(str(p.get("source", hit.id)))
+        where = printable(_show(str(p.get("source", hit.id))))
         if int(p.get("n_chunks", 1) or 1) > 1:
             where += f" [{int(p.get('chunk', 0)) + 1}/{p['n_chunks']}]"
-        snippet = " ".join(str(p.get("text", "")).split())
+        snippet = " ".join(printable(str(p.get("text", ""))).split())
         snippet = snippet if len(snippet) <= 100 else snippet[:99] + "…"
         via = "" if hit.served_by == "sparse" else f"  ({hit.served_by})"
         click.echo(f"{rank:>3}  {hit.score:.4f}  {where}{via}  {snippet}")

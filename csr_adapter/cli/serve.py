@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import click
 
 from .options import device_option, load_encoder, model_option, threads_option
+
+
+def read_api_key(api_key: str | None, api_key_file: str | None) -> str | None:
+    """The API key from ``--api-key``/``CSR_ADAPTER_API_KEY`` or the first line of ``--api-key-file``."""
+    if api_key_file is None:
+        return api_key
+    if api_key:
+        raise click.BadParameter("give --api-key (or CSR_ADAPTER_API_KEY) or --api-key-file, not both",
+                                 param_hint="--api-key-file")
+    try:
+        lines = Path(api_key_file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"{api_key_file}: cannot read ({getattr(exc, 'strerror', None) or exc})",
+                                 param_hint="--api-key-file") from None
+    key = lines[0].strip() if lines else ""
+    if not key:
+        raise click.BadParameter(f"{api_key_file}: no key on its first line", param_hint="--api-key-file")
+    return key
 
 
 def _is_loopback(host: str) -> bool:
@@ -33,7 +52,18 @@ def _is_loopback(host: str) -> bool:
               help="Qdrant server API key (env QDRANT_API_KEY).")
 @click.option("--no-fallback", is_flag=True, help="Sparse only, even where a collection has a FAISS fallback.")
 @click.option("--api-key", envvar="CSR_ADAPTER_API_KEY", default=None,
-              help="Require 'Authorization: Bearer KEY' on every route but /health (env CSR_ADAPTER_API_KEY).")
+              help="Require 'Authorization: Bearer KEY' on every route but /health (env CSR_ADAPTER_API_KEY, "
+                   "which unlike the option is not visible in ps).")
+@click.option("--api-key-file", type=click.Path(dir_okay=False), default=None,
+              help="Read the API key from the first line of this file (instead of --api-key).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, envvar="CSR_ADAPTER_ALLOWED_HOSTS",
+              help="Also accept this Host header (repeatable; env CSR_ADAPTER_ALLOWED_HOSTS, space-separated; "
+                   "'*' = any). Default: 127.0.0.1, localhost, [::1] and --host; others get 421.")
+@click.option("--body-timeout", type=click.FloatRange(min=0.001), default=10.0, show_default=True,
+              help="Seconds a client may take to send its request body before a 408.")
+@click.option("--source-root", type=click.Path(file_okay=False), default=None,
+              help="/search shows source and file paths relative to this folder (default: the working "
+                   "directory; a file outside it shows its name only).")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Texts per forward pass across concurrent requests (1 = no micro-batching).")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
@@ -50,7 +80,8 @@ def _is_loopback(host: str) -> bool:
               show_default=True)
 def serve(model: str | None, host: str, port: int, k: int | None, collections: tuple[str, ...], backend: str,
           store_path: str | None, url: str | None, qdrant_api_key: str | None, no_fallback: bool,
-          api_key: str | None, max_batch_size: int, max_wait_ms: float, max_queue: int, timeout: float,
+          api_key: str | None, api_key_file: str | None, allowed_hosts: tuple[str, ...], body_timeout: float,
+          source_root: str | None, max_batch_size: int, max_wait_ms: float, max_queue: int, timeout: float,
           max_inputs: int, max_chars: int, device: str, threads: int, log_level: str) -> None:
     """Serve POST /embed_sparse, /embed (TEI-compatible), /search, GET /health, /info and /docs over HTTP."""
     from ..errors import require
@@ -58,12 +89,19 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
     require("fastapi", "serve")
     uvicorn = require("uvicorn", "serve")
     from ..server import ServeConfig, create_app
+    from ..server.config import DEFAULT_HOSTS
 
+    api_key = read_api_key(api_key, api_key_file)
     if not _is_loopback(host) and not api_key:
         click.echo(f"warning: binding {host} without --api-key: anyone who can reach it can use it", err=True)
+    if host in ("0.0.0.0", "::", "") and not allowed_hosts:
+        click.echo(f"note: binding {host}: only Host headers 127.0.0.1, localhost and [::1] are served; "
+                   "add --allowed-host NAME for the names clients use", err=True)
+    hosts = tuple(dict.fromkeys(h for h in (*DEFAULT_HOSTS, host, *allowed_hosts) if h.strip()))
     try:
         config = ServeConfig(max_inputs=max_inputs, max_chars=max_chars, max_batch_size=max_batch_size,
-                             max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout, api_key=api_key)
+                             max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout, api_key=api_key,
+                             allowed_hosts=hosts, body_timeout_s=body_timeout, source_root=source_root)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     encoder = load_encoder(model, device, threads)

@@ -21,7 +21,7 @@ from . import errors
 from .config import ServeConfig
 from .engine import EncodeJob
 from .errors import ApiError
-from .middleware import BearerAuth, BodyLimit
+from .middleware import BearerAuth, BodyLimit, BodyTimeout, HostCheck
 from .schemas import (
     EmbedRequest,
     EmbedSparseRequest,
@@ -34,7 +34,7 @@ from .schemas import (
 )
 from .service import Service
 
-_ERRORS = {status: {"model": ErrorResponse} for status in (413, 422, 503)}
+_ERRORS = {status: {"model": ErrorResponse} for status in (408, 413, 421, 422, 503)}
 
 
 def create_app(
@@ -107,8 +107,10 @@ def create_app(
     if config.api_key:
         _document_bearer(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(BodyTimeout, timeout_s=config.body_timeout_s)
     if config.api_key:
         app.add_middleware(BearerAuth, api_key=config.api_key)
+    app.add_middleware(HostCheck, allowed=config.allowed_hosts)  # outermost: before auth and the body
     return app
 
 

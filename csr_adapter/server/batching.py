@@ -4,7 +4,8 @@ Requests are queued (bounded, counted in texts); one collector task takes the ol
 keeps taking more until ``max_batch_size`` texts are gathered or ``max_wait_ms`` have passed since
 that oldest request arrived, and runs ``process(items)`` on a single worker thread (so the event loop
 stays free to accept and answer requests while the model runs). A request waits at most
-``timeout_s``; a request that times out before its batch starts is dropped from the queue.
+``timeout_s``; a request that times out before its batch starts is dropped from the queue. When a
+batch of several requests fails, each is re-run on its own, so one bad request fails only itself.
 
 ``max_batch_size=1`` turns batching off: every request gets its own forward pass, one at a time.
 """
@@ -197,11 +198,35 @@ class MicroBatcher(Generic[T, R]):
                     if not job.future.done():
                         job.future.set_exception(Unavailable("server is shutting down"))
                 raise
-            except Exception as exc:  # noqa: BLE001 - handed to each waiting request
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting request(s)
+                if len(batch) == 1:
+                    if not batch[0].future.done():
+                        batch[0].future.set_exception(exc)
+                else:
+                    await self._isolate(batch)
                 continue
             for job, result in zip(batch, results):
                 if not job.future.done():
                     job.future.set_result(result)
+
+    async def _isolate(self, batch: list[_Job[T]]) -> None:
+        """Re-run a failed batch one job at a time: each gets its own result or its own error."""
+        loop = asyncio.get_running_loop()
+        for job in batch:
+            if job.future.done():
+                continue
+            try:
+                results = await loop.run_in_executor(self._executor, self.process, [job.item])
+                if len(results) != 1:
+                    raise RuntimeError(f"process returned {len(results)} results for 1 item")
+            except asyncio.CancelledError:
+                for rest in batch:
+                    if not rest.future.done():
+                        rest.future.set_exception(Unavailable("server is shutting down"))
+                raise
+            except Exception as exc:  # noqa: BLE001 - this request's own error
+                if not job.future.done():
+                    job.future.set_exception(exc)
+                continue
+            if not job.future.done():
+                job.future.set_result(results[0])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+DEFAULT_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
 
 @dataclass
 class ServeConfig:
@@ -19,6 +21,9 @@ class ServeConfig:
     timeout_s: float = 30.0  # wait for a result before answering 503
     encode_batch_size: int = 32  # backbone batch size inside one micro-batch
     api_key: str | None = None  # Bearer token for every route but /health
+    allowed_hosts: tuple[str, ...] = DEFAULT_HOSTS  # Host header values served (421 otherwise); "*" = any
+    body_timeout_s: float = 10.0  # the whole request body must arrive within this (408 otherwise)
+    source_root: str | None = None  # /search shows source/file relative to this (default: the working dir)
     warmup: bool = True  # one forward pass at start-up, so the first request is not slow
 
     def __post_init__(self) -> None:
@@ -26,14 +31,17 @@ class ServeConfig:
                      "encode_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0 or self.timeout_s <= 0:
-            raise ValueError("max_wait_ms must be >= 0 and timeout_s > 0")
+        if self.max_wait_ms < 0 or self.timeout_s <= 0 or self.body_timeout_s <= 0:
+            raise ValueError("max_wait_ms must be >= 0, timeout_s and body_timeout_s > 0")
+        self.allowed_hosts = tuple(self.allowed_hosts)
+        if not self.allowed_hosts or any(not h.strip() for h in self.allowed_hosts):
+            raise ValueError("allowed_hosts must name at least one host, none empty")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("api_key must not be empty")
 
     def limits(self) -> dict:
         return {"max_inputs": self.max_inputs, "max_chars": self.max_chars, "max_body_bytes": self.max_body_bytes,
-                "max_top_k": self.max_top_k, "timeout_s": self.timeout_s}
+                "max_top_k": self.max_top_k, "timeout_s": self.timeout_s, "body_timeout_s": self.body_timeout_s}
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -1,8 +1,9 @@
 """Structured JSON errors: ``{"error": message, "error_type": type}`` with the right status, never a traceback.
 
-422 for bad input (invalid JSON, wrong types, empty texts, k > h, bad filter), 413 for too much of it,
-401 for a missing/wrong API key, 404 for an unknown route or collection, 503 when overloaded or not
-ready. Anything unexpected is logged server-side and answered with a bare 500 message.
+422 for bad input (invalid JSON, wrong types, empty texts, lone surrogates, k > h, bad filter), 413 for
+too much of it, 408 for a body not sent in time, 421 for a Host not allowed, 401 for a missing/wrong API
+key, 404 for an unknown route or collection, 503 when overloaded or not ready. Anything unexpected is
+logged server-side and answered with a bare 500 message.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger("csr_adapter.server")
 
 ERROR_TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-               413: "payload_too_large", 415: "unsupported_media_type", 422: "validation", 503: "overloaded"}
+               408: "request_timeout", 413: "payload_too_large", 415: "unsupported_media_type",
+               421: "misdirected", 422: "validation", 503: "overloaded"}
 
 
 class ApiError(Exception):
@@ -33,9 +35,14 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def _safe(text: str) -> str:
+    """``text`` with lone surrogates escaped (``\\ud800``), so the JSON body always encodes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(status: int, message: str, error_type: str | None = None, detail: list | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": message, "error_type": error_type or ERROR_TYPES.get(status, "error")}
+    body: dict[str, Any] = {"error": _safe(message), "error_type": error_type or ERROR_TYPES.get(status, "error")}
     if detail is not None:
         body["detail"] = detail
     return JSONResponse(body, status_code=status, headers=headers)
@@ -43,8 +50,8 @@ def error_response(status: int, message: str, error_type: str | None = None, det
 
 def _clean(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Validation errors without the offending input (may be large, binary or not JSON-serialisable)."""
-    return [{"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
-             "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in errors]
+    return [{"loc": [p if isinstance(p, int) else _safe(str(p)) for p in e.get("loc", ())],
+             "msg": _safe(str(e.get("msg", ""))), "type": str(e.get("type", ""))} for e in errors]
 
 
 _UNION_TAGS = {"str", "int", "float", "bool", "list[str]", "list[union[str,int,float,bool]]"}

@@ -1,13 +1,16 @@
-"""Pure ASGI middleware (no per-request task overhead): bearer-token auth and a request body size limit."""
+"""Pure ASGI middleware (no per-request task overhead): Host check, bearer-token auth, body size and time limits."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from starlette.exceptions import HTTPException
+
+from .config import DEFAULT_HOSTS
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
@@ -74,3 +77,76 @@ class BodyLimit:
             return message
 
         return await self.app(scope, limited_receive, send)
+
+
+
+def normalize_host(host: str) -> str:
+    """A host name as compared: lower case, no trailing dot, IPv6 in brackets (``::1`` -> ``[::1]``)."""
+    host = host.strip().lower().rstrip(".")
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def host_of(header: bytes) -> str:
+    """The host part of a ``Host`` header (port dropped): ``[::1]:8080`` -> ``[::1]``."""
+    value = header.decode("latin-1").strip().lower()
+    if value.startswith("["):
+        return value[:value.find("]") + 1] if "]" in value else value
+    if value.count(":") == 1:
+        value = value.split(":", 1)[0]
+    return normalize_host(value)
+
+
+class HostCheck:
+    """Answer 421 unless the ``Host`` header names an allowed host (DNS-rebinding guard); ``*`` allows any.
+
+    A request without ``Host`` (HTTP/1.0) passes: browsers always send one.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str] = DEFAULT_HOSTS) -> None:
+        self.app = app
+        allowed = list(allowed)
+        self.any = "*" in allowed
+        self.allowed = frozenset(normalize_host(h) for h in allowed if h != "*")
+
+    async def __call__(self, scope: Scope, receive, send) -> None:
+        if self.any or scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        header = _header(scope, b"host")
+        if header is not None and host_of(header) not in self.allowed:
+            shown = header.decode("latin-1")[:100].encode("ascii", "backslashreplace").decode()
+            message = f"host {shown!r} is not allowed: start the server with --allowed-host NAME"
+            return await send_json(send, 421, {"error": message, "error_type": "misdirected"},
+                                   [(b"connection", b"close")])
+        return await self.app(scope, receive, send)
+
+
+class BodyTimeout:
+    """Answer 408 when the request body is not fully received within ``timeout_s`` of starting to read it."""
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        done = False
+
+        async def timed_receive() -> dict:
+            nonlocal deadline, done
+            if done:  # body complete: later receives wait for a disconnect, unbounded
+                return await receive()
+            if deadline is None:
+                deadline = loop.time() + self.timeout_s
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"request body not received within {self.timeout_s:g}s",
+                                    headers={"Connection": "close"}) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                done = True
+            return message
+
+        return await self.app(scope, timed_receive, send)

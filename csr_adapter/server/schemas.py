@@ -8,7 +8,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
+
+
+def check_unicode(value: Any) -> Any:
+    """``value`` if every string in it (dict keys too) encodes as UTF-8, else :class:`ValueError`.
+
+    A lone surrogate (``"\\ud800"`` in JSON) fails only its own request (422), never a shared micro-batch.
+    """
+    items = value.items() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    for item in items:
+        for part in item if isinstance(value, dict) else [item]:
+            if isinstance(part, list):
+                check_unicode(part)
+            elif isinstance(part, str):
+                try:
+                    part.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise ValueError(f"not valid Unicode (lone surrogate at character {exc.start})") from None
+    return value
+
 
 Inputs = Annotated[
     StrictStr | list[StrictStr],
@@ -25,6 +44,8 @@ class _Request(BaseModel):
         None, description="Prepend the model's query or document prefix (none when omitted).")
     truncate: StrictBool | None = Field(
         None, description="Accepted for TEI compatibility; inputs are always truncated to max_seq_length.")
+
+    _unicode = field_validator("inputs")(check_unicode)
 
 
 class EmbedSparseRequest(_Request):
@@ -55,6 +76,8 @@ class SearchRequest(BaseModel):
     filter: dict[str, FilterValue] | None = Field(
         None, description="Payload equality filter: {field: value}; a list value matches any of its items.")
     k: PositiveInt | None = Field(None, description="Active latents for the query code (default: the collection's).")
+
+    _unicode = field_validator("query", "collection", "filter")(check_unicode)
 
 
 class SearchHitModel(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -37,6 +38,7 @@ class Service:
             max_queue=config.max_queue, timeout_s=config.timeout_s, encode_batch_size=config.encode_batch_size,
         )
         self.search_pool: ThreadPoolExecutor | None = None
+        self.source_root = os.path.abspath(config.source_root or os.getcwd())
 
     def texts(self, inputs: str | list[str], prompt_name: str | None) -> list[str]:
         """Check a request's inputs against the limits; return them with the prompt prefix applied."""
@@ -68,6 +70,8 @@ class Service:
             raise ApiError(503, str(exc), "timeout", {"Retry-After": "1"}) from None
         except Unavailable as exc:
             raise ApiError(503, str(exc), "unavailable", {"Retry-After": "1"}) from None
+        except UnicodeError as exc:  # the tokenizer rejected this request's text (its batch-mates were re-run)
+            raise ApiError(422, f"text cannot be encoded ({type(exc).__name__})") from None
 
     async def search(self, req: SearchRequest) -> dict[str, Any]:
         if not self.collections:
@@ -91,7 +95,8 @@ class Service:
         loop = asyncio.get_running_loop()
         try:
             answer = await asyncio.wait_for(loop.run_in_executor(
-                self.search_pool, searcher.answer_encoded, code, result.dense[0], req.top_k, req.filter),
+                self.search_pool, searcher.answer_encoded, code, result.dense[0], req.top_k,
+                self.absolute_filter(req.filter)),
                 self.config.timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(503, f"collection {name!r} did not answer within {self.config.timeout_s:g}s", "timeout",
@@ -104,7 +109,45 @@ class Service:
             log.exception("search on %r failed", name)
             raise ApiError(503, f"collection {name!r} unavailable ({type(exc).__name__})",
                            "backend_unavailable") from None
-        return {"collection": name, "reason": answer.reason, "hits": [h.to_dict() for h in answer.hits]}
+        hits = [self.public_hit(h.to_dict()) for h in answer.hits]
+        return {"collection": name, "reason": answer.reason, "hits": hits}
+
+    def public_path(self, path: str, file: str | None = None) -> str:
+        """A stored ``source``/``file`` without the server's absolute path: relative to ``source_root``
+        (``ServeConfig.source_root``, default the working directory), or just the file name outside it.
+        ``file`` is the point's file, the prefix of a record's ``file#id`` source."""
+        base = file if file and path.startswith(file) else path
+        if not os.path.isabs(base):
+            return path
+        rel = os.path.relpath(base, self.source_root)
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+            rel = os.path.basename(base)
+        return rel.replace(os.sep, "/") + path[len(base):]
+
+    def public_hit(self, hit: dict[str, Any]) -> dict[str, Any]:
+        payload = hit.get("payload")
+        if isinstance(payload, dict):
+            file = payload.get("file") if isinstance(payload.get("file"), str) else None
+            payload = dict(payload)
+            for key in ("source", "file"):
+                if isinstance(payload.get(key), str):
+                    payload[key] = self.public_path(payload[key], file)
+            hit = {**hit, "payload": payload}
+        return hit
+
+    def absolute_filter(self, flt: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A ``source``/``file`` filter value as shown in hits (relative) also matches the stored absolute path."""
+        if not flt:
+            return flt
+        out = dict(flt)
+        for key in ("source", "file"):
+            value = out.get(key)
+            values = value if isinstance(value, list) else [value]
+            extra = [os.path.join(self.source_root, v) for v in values if isinstance(v, str) and v
+                     and not os.path.isabs(v)]
+            if extra:
+                out[key] = [*values, *extra]
+        return out
 
     def info(self, model: str) -> dict[str, Any]:
         enc = self.encoder
