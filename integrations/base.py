@@ -1,7 +1,11 @@
-"""The narrow backend protocol every index (Qdrant Edge, qdrant-client, FAISS) implements.
+"""The narrow backend protocol every index (Qdrant Edge, qdrant-client, FAISS, Milvus) implements,
+and the rules every engine shares (collection names, filters, ``top_k``, meta checks, errors).
 
 Points live in one id space (UUID strings) across backends, so a sparse index and its dense
 fallback can answer for the same chunk. Payloads are plain JSON dicts.
+
+Each backend declares what it can do in ``capabilities`` (a frozenset of :data:`CAPABILITIES`);
+callers ask :func:`require_capability` instead of probing with ``hasattr``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,84 @@ class CollectionNotFoundError(BackendError):
     """The collection does not exist (opened for reading before any ingest)."""
 
 
+class UnsupportedError(BackendError):
+    """The backend lacks a capability the caller needs (hybrid search on FAISS, dense on a sparse-only store)."""
+
+
+class InvalidTopKError(CSRAdapterError, ValueError):
+    """``top_k`` must be a positive integer."""
+
+
+DEFAULT_RRF_K = 60  # the RRF paper's constant; qdrant-client's own default (2) lets one list's outlier win
+
+# What a backend may declare in ``capabilities`` (the Backend methods every engine has are not listed):
+CAPABILITIES: dict[str, str] = {
+    "sparse": "search() takes a SparseEmbedding",
+    "dense": "search() takes a dense vector",
+    "hybrid": "hybrid_search(sparse, dense, top_k, filter, rrf_k) fuses both with RRF",
+    "score_ids": "score_ids(dense, ids) -> exact dense scores of stored points",
+    "filters": "search(filter={key: value | [values]}) on payload fields",
+    "scroll": "scroll(fields) lists every (id, payload), for resumable ingest",
+    "optimize": "optimize() after a bulk write",
+    "retrieve": "retrieve(ids, with_vectors) -> stored points",
+    "batch": "search_batch(queries, top_k, filter) for many queries of the search() kind",
+}
+
+
+def sparse_capabilities(meta: CollectionMeta | None) -> frozenset[str]:
+    """What a sparse engine (Qdrant, Milvus) offers for a collection built with ``meta``."""
+    base = {"sparse", "filters", "scroll", "optimize", "retrieve", "batch"}
+    return frozenset(base | ({"dense", "hybrid"} if meta is not None and meta.d else set()))
+
+
+def capabilities_of(backend: Any) -> frozenset[str]:
+    """The capabilities ``backend`` declares (none for an object that declares nothing)."""
+    return frozenset(getattr(backend, "capabilities", ()))
+
+
+def require_capability(backend: Any, cap: str, what: str) -> None:
+    """Raise a one-line :class:`UnsupportedError` unless ``backend`` declares ``cap`` (``what`` names the use)."""
+    if cap not in CAPABILITIES:
+        raise ValueError(f"unknown capability {cap!r}: one of {', '.join(CAPABILITIES)}")
+    have = capabilities_of(backend)
+    if cap not in have:
+        name = getattr(backend, "name", type(backend).__name__)
+        raise UnsupportedError(f"{what}: the {name} backend does not support {cap!r} "
+                               f"(it supports: {', '.join(sorted(have)) or 'nothing optional'})")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (engines raise multi-line messages), or its type name."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def check_collection_name(name: str) -> str:
+    """``name`` if it is safe as a file or directory name and as a collection name, else a :class:`BackendError`."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or any(c in name for c in "/\\\0")
+            or len(name) > 200 or not name.isprintable()):
+        raise BackendError(f"invalid collection name {name!r}: use letters, digits, '-', '_' or '.'")
+    return name
+
+
+def check_top_k(top_k: int) -> int:
+    """``top_k`` as an int if it is a positive integer, else :class:`InvalidTopKError`."""
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k <= 0:
+        raise InvalidTopKError(f"top_k must be a positive integer, got {top_k!r}")
+    return int(top_k)
+
+
+def filter_terms(filter: dict[str, Any] | None) -> list[tuple[str, list[Any]]]:
+    """``{key: value | [values]}`` -> ``[(key, values)]``; equality, a list means any of; dotted keys nest."""
+    terms = []
+    for key, value in (filter or {}).items():
+        values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        if not key or not values or any(not isinstance(v, (str, int, bool)) for v in values):
+            raise ValueError(f"filter {key!r}: values must be str, int or bool (or a non-empty list)")
+        terms.append((key, values))
+    return terms
+
+
 def make_private_dir(path: str | Path) -> None:
     """Create ``path`` and its missing parents with mode 0o700: a store is readable by its owner only.
 
@@ -42,6 +124,44 @@ def make_private_dir(path: str | Path) -> None:
 
 class CollectionMismatchError(BackendError):
     """An existing collection was built with another model or vector configuration."""
+
+
+def sorted_unique(emb: SparseEmbedding) -> tuple[list[int], list[float]]:
+    """A code's indices sorted and unique (duplicates summed) and its values; engines may not check this."""
+    idx = np.asarray(emb.indices, dtype=np.int64)
+    val = np.asarray(emb.values, dtype=np.float32)
+    if len(idx) > 1 and not np.all(np.diff(idx) > 0):
+        idx, inverse = np.unique(idx, return_inverse=True)
+        val = np.bincount(inverse, weights=val, minlength=len(idx)).astype(np.float32)
+    return idx.tolist(), val.tolist()
+
+
+def dense_query(query: Any, meta: CollectionMeta, where: str) -> list[float]:
+    """A dense query vector checked against the collection's dense dim (:class:`UnsupportedError` if it has none)."""
+    if not meta.d:
+        raise UnsupportedError(f"{where}: collection has no dense vector (ingest with --hybrid)")
+    vec = np.asarray(query, dtype=np.float32).ravel()
+    if len(vec) != meta.d:
+        raise ValueError(f"dense query has dim {len(vec)}, collection stores {meta.d}")
+    return vec.tolist()
+
+
+def prefetch_limit(top_k: int, factor: int = 4, minimum: int = 50) -> int:
+    """Hybrid search: candidates each branch fetches before fusion, ``max(minimum, factor * top_k)``."""
+    return max(minimum, factor * top_k)
+
+
+def check_meta(stored: CollectionMeta, wanted: CollectionMeta | None, where: str) -> CollectionMeta:
+    """Return ``stored``; raise a one-line :class:`CollectionMismatchError` if ``wanted`` differs."""
+    if wanted is None:
+        return stored
+    diffs = stored.mismatches(wanted)
+    if diffs:
+        raise CollectionMismatchError(
+            f"{where} was built with another model or vector config ({'; '.join(diffs)}, stored != requested): "
+            "use another --collection, the same --model/--k/--hybrid/--idf, or --recreate"
+        )
+    return stored
 
 
 @dataclass
@@ -93,9 +213,17 @@ class CollectionMeta:
 
 @runtime_checkable
 class Backend(Protocol):
-    """Minimal index interface used by the CLI, the retriever and the benchmarks."""
+    """Minimal index interface used by the CLI, the retriever and the benchmarks.
+
+    ``capabilities`` says which optional members exist and work (see :data:`CAPABILITIES`);
+    ``needs_dense`` says writes need each point's dense vector; ``meta`` is the collection's
+    :class:`CollectionMeta` (FAISS: ``None`` until the first write tells it the dimension).
+    """
 
     name: str
+    capabilities: frozenset[str]
+    needs_dense: bool
+    meta: CollectionMeta | None
 
     def upsert(self, points: Sequence[Point]) -> None:
         """Insert or replace points by id."""

@@ -29,18 +29,20 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CSRAdapterError, require
+from ..errors import require
 from ..sparse import SparseEmbedding
-from .base import (
+from .base import (  # noqa: F401  (InvalidTopKError: re-exported)
     BackendError,
     CollectionMeta,
     CollectionMismatchError,
     CollectionNotFoundError,
+    InvalidTopKError,
     Point,
     SearchHit,
+    check_collection_name,
+    check_top_k,
     make_private_dir,
 )
-from .qdrant import check_collection_name
 
 INDEX_FILE = "index.faiss"
 STORE_FILE = "store.sqlite"
@@ -57,16 +59,6 @@ class DimensionMismatchError(CollectionMismatchError, FaissIndexError, ValueErro
 
 class ModelMismatchError(CollectionMismatchError, FaissIndexError):
     """The collection was built with another model."""
-
-
-class InvalidTopKError(CSRAdapterError, ValueError):
-    """``top_k`` must be a positive integer."""
-
-
-def check_top_k(top_k: int) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k <= 0:
-        raise InvalidTopKError(f"top_k must be a positive integer, got {top_k!r}")
-    return int(top_k)
 
 
 def _faiss():
@@ -139,6 +131,7 @@ class FaissBackend:
 
     name = "faiss"
     needs_dense = True  # ingest passes the backbone vectors
+    capabilities = frozenset({"dense", "score_ids", "filters", "scroll", "retrieve", "batch"})
 
     def __init__(
         self, path: str | os.PathLike | None, meta: CollectionMeta | None = None, index_factory: str = "Flat",
@@ -587,7 +580,7 @@ class FaissBackend:
         index = self._index
         return {
             "engine": "faiss", "path": str(self.path) if self.path else None, "index_factory": self.index_factory,
-            "normalize": self.normalize, "count": self.count(),
+            "normalize": self.normalize, "points": self.count(), "count": self.count(),
             "ntotal": None if index is None else int(index.ntotal),
             "meta": self.meta.to_dict() if self.meta else None,
         }

@@ -29,8 +29,8 @@ import numpy as np
 
 from ..errors import CSRAdapterError
 from ..sparse import SparseEmbedding
-from .base import Backend, SearchHit
-from .faiss import check_top_k, filter_sql
+from .base import DEFAULT_RRF_K, Backend, Point, SearchHit, capabilities_of, check_top_k, require_capability
+from .faiss import filter_sql
 
 REASONS = ("sparse", "few_hits", "empty_code", "sparse_error", "no_sparse")
 
@@ -63,7 +63,7 @@ class FallbackSearcher:
             raise FallbackConfigError(f"merge must be 'dense' or 'sparse_first', got {merge!r}")
         if sparse is None and dense is None:
             raise FallbackConfigError("need a sparse backend, a dense fallback index, or both")
-        if rerank and (dense is None or not hasattr(dense, "score_ids")):
+        if rerank and "score_ids" not in capabilities_of(dense):
             raise FallbackConfigError("rerank needs a dense index that can score ids (FaissBackend)")
         self.encoder = encoder
         self.sparse = sparse
@@ -72,7 +72,7 @@ class FallbackSearcher:
         self.rerank = rerank
         self.rerank_depth = check_top_k(rerank_depth)
         self.min_hits = min_hits
-        self.merge = merge if dense is not None and hasattr(dense, "score_ids") else "sparse_first"
+        self.merge = merge if "score_ids" in capabilities_of(dense) else "sparse_first"
         self._warned: set[str] = set()
 
     def _warn_once(self, key: str, message: str) -> None:
@@ -183,6 +183,8 @@ class WithFallback:
 
     Sync: ``scroll`` reports only points present in both, so a resumed or repeated ingest re-writes
     chunks the fallback lacks; :meth:`sync` drops fallback points the sparse side no longer has.
+    Reads go to the side that serves the query: sparse codes (and hybrid) to ``sparse``, dense
+    vectors and ``score_ids`` to ``dense``.
     """
 
     needs_dense = True  # ingest passes the backbone vectors
@@ -190,7 +192,30 @@ class WithFallback:
     def __init__(self, sparse: Backend, dense: Backend, keep_dense: bool = False) -> None:
         self.sparse, self.dense, self.keep_dense = sparse, dense, keep_dense
         self.name = f"{sparse.name}+{dense.name}"
-        self.meta = getattr(sparse, "meta", None)
+        self.meta = sparse.meta
+        have_sparse, have_dense = capabilities_of(sparse), capabilities_of(dense)
+        self.capabilities = frozenset(
+            (have_sparse & {"sparse", "hybrid", "retrieve"}) | (have_dense & {"dense", "score_ids"})
+            | (have_sparse & have_dense & {"filters"}) | {"scroll", "optimize"})
+
+    def search(self, query: SparseEmbedding | np.ndarray, top_k: int = 10,
+               filter: dict[str, Any] | None = None) -> list[SearchHit]:
+        """A sparse code searches the sparse side, a dense vector the fallback."""
+        side = self.sparse if isinstance(query, SparseEmbedding) else self.dense
+        return side.search(query, top_k=top_k, filter=filter)
+
+    def hybrid_search(self, sparse: SparseEmbedding, dense: np.ndarray, top_k: int = 10,
+                      filter: dict[str, Any] | None = None, rrf_k: int = DEFAULT_RRF_K) -> list[SearchHit]:
+        require_capability(self, "hybrid", "hybrid search")
+        return self.sparse.hybrid_search(sparse, dense, top_k=top_k, filter=filter, rrf_k=rrf_k)
+
+    def score_ids(self, query: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
+        require_capability(self, "score_ids", "scoring ids")
+        return self.dense.score_ids(query, ids)
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Point]:
+        require_capability(self, "retrieve", "retrieving points")
+        return self.sparse.retrieve(ids, with_vectors=with_vectors)
 
     def upsert(self, points: Sequence[Any]) -> None:
         points = list(points)
@@ -211,7 +236,7 @@ class WithFallback:
         return self.sparse.count()
 
     def scroll(self, fields: Sequence[str] | None = None):
-        in_dense = set(self.dense.ids())
+        in_dense = {pid for pid, _ in self.dense.scroll([])}
         for pid, payload in self.sparse.scroll(fields):
             if pid in in_dense:
                 yield pid, payload
@@ -219,16 +244,18 @@ class WithFallback:
     def sync(self) -> dict[str, int]:
         """Delete fallback points absent from the sparse side; count sparse points the fallback lacks."""
         sparse_ids = {pid for pid, _ in self.sparse.scroll([])}
-        dense_ids = set(self.dense.ids())
+        dense_ids = {pid for pid, _ in self.dense.scroll([])}
         orphans = sorted(dense_ids - sparse_ids)
         if orphans:
             self.dense.delete(orphans)
         return {"removed_from_fallback": len(orphans), "missing_from_fallback": len(sparse_ids - dense_ids)}
 
     def optimize(self) -> None:
-        if hasattr(self.sparse, "optimize"):
+        if "optimize" in capabilities_of(self.sparse):
             self.sparse.optimize()
-        if hasattr(self.dense, "flush"):
+        if "optimize" in capabilities_of(self.dense):
+            self.dense.optimize()
+        elif hasattr(self.dense, "flush"):  # FAISS writes its index file on flush
             self.dense.flush()
 
     def info(self) -> dict[str, Any]:
@@ -260,7 +287,7 @@ def with_fallback(backend: Backend, collection: str, store: str | None = None, m
     from .faiss import FaissBackend
 
     dense = FaissBackend(fallback_path(collection, store), meta=meta, recreate=recreate, threads=threads)
-    return WithFallback(backend, dense, keep_dense=bool(getattr(getattr(backend, "meta", None), "d", None)))
+    return WithFallback(backend, dense, keep_dense=bool(backend.meta is not None and backend.meta.d))
 
 
 def open_fallback(collection: str, store: str | None = None, threads: int | None = None):

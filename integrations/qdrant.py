@@ -20,53 +20,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .base import Backend, BackendError, CollectionMeta, CollectionMismatchError, Point, SearchHit
+from .base import (  # noqa: F401  (shared rules, re-exported for existing imports)
+    DEFAULT_RRF_K,
+    Backend,
+    BackendError,
+    CollectionMeta,
+    Point,
+    SearchHit,
+    check_collection_name,
+    check_meta,
+    dense_query,
+    filter_terms,
+    prefetch_limit,
+)
 
 SPARSE = "csr"
 DENSE = "dense"
 DEFAULT_COLLECTION = "csr"
-DEFAULT_RRF_K = 60  # the RRF paper's constant; qdrant-client's own default (2) lets one list's outlier win
 MIN_SCORE = 1e-30  # score_threshold for sparse queries: keeps only hits that share a latent
-PREFETCH_FACTOR = 4  # hybrid: each branch fetches max(PREFETCH_MIN, factor * top_k) candidates
-PREFETCH_MIN = 50
 
 
 def default_path(collection: str = DEFAULT_COLLECTION) -> Path:
     """Where the embedded engine keeps ``collection``: ``./.csr-adapter/qdrant/<collection>``."""
     root = os.environ.get("CSR_ADAPTER_HOME") or ".csr-adapter"
     return Path(root) / "qdrant" / collection
-
-
-def check_collection_name(name: str) -> str:
-    """``name`` if it is safe as a directory name (Qdrant Edge and FAISS) and a Qdrant collection name."""
-    if (not name or name in (".", "..") or any(c in name for c in "/\\\0") or len(name) > 200
-            or not name.isprintable()):
-        raise BackendError(f"invalid collection name {name!r}: use letters, digits, '-', '_' or '.'")
-    return name
-
-
-def check_meta(stored: CollectionMeta, wanted: CollectionMeta | None, where: str) -> CollectionMeta:
-    """Return ``stored``; raise a one-line :class:`CollectionMismatchError` if ``wanted`` differs."""
-    if wanted is None:
-        return stored
-    diffs = stored.mismatches(wanted)
-    if diffs:
-        raise CollectionMismatchError(
-            f"{where} was built with another model or vector config ({'; '.join(diffs)}, stored != requested): "
-            "use another --collection, the same --model/--k/--hybrid/--idf, or --recreate"
-        )
-    return stored
-
-
-def filter_terms(filter: dict[str, Any] | None) -> list[tuple[str, list[Any]]]:
-    """``{key: value | [values]}`` -> ``[(key, values)]``; equality, a list means any of; dotted keys nest."""
-    terms = []
-    for key, value in (filter or {}).items():
-        values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
-        if not key or not values or any(not isinstance(v, (str, int, bool)) for v in values):
-            raise ValueError(f"filter {key!r}: values must be str, int or bool (or a non-empty list)")
-        terms.append((key, values))
-    return terms
 
 
 def record_to_point(record: Any, h: int) -> Point:
@@ -83,26 +60,10 @@ def record_to_point(record: Any, h: int) -> Point:
     return Point(str(record.id), dict(record.payload or {}), code, dense)
 
 
-def dense_query(query: Any, meta: CollectionMeta, where: str) -> list[float]:
-    """A dense query vector checked against the collection's dense dim (both engines)."""
-    import numpy as np
-
-    if not meta.d:
-        raise BackendError(f"{where}: collection has no dense vector (ingest with --hybrid)")
-    vec = np.asarray(query, dtype=np.float32).ravel()
-    if len(vec) != meta.d:
-        raise ValueError(f"dense query has dim {len(vec)}, collection stores {meta.d}")
-    return vec.tolist()
-
-
 def to_hits(points: Any, served_by: str, positive: bool) -> list[SearchHit]:
     """Scored Qdrant points as :class:`SearchHit` s; ``positive`` drops scores <= 0 (as a server does)."""
     return [SearchHit(str(p.id), float(p.score), dict(p.payload or {}), served_by)
             for p in points if p.score > 0 or not positive]
-
-
-def prefetch_limit(top_k: int) -> int:
-    return max(PREFETCH_MIN, PREFETCH_FACTOR * top_k)
 
 
 def open_qdrant(

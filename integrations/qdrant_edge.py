@@ -24,19 +24,25 @@ import numpy as np
 
 from ..errors import require
 from ..sparse import SparseEmbedding, SparseEmbeddings
-from .base import BackendError, CollectionMeta, CollectionNotFoundError, Point, SearchHit, make_private_dir
-from .qdrant import (
-    DENSE,
-    MIN_SCORE,
-    SPARSE,
+from .base import (
+    DEFAULT_RRF_K,
+    BackendError,
+    CollectionMeta,
+    CollectionNotFoundError,
+    Point,
+    SearchHit,
     check_meta,
-    chunked,
+    check_top_k,
     dense_query,
     filter_terms,
+    first_line,
+    make_private_dir,
     prefetch_limit,
-    record_to_point,
-    to_hits,
+    require_capability,
+    sorted_unique,
+    sparse_capabilities,
 )
+from .qdrant import DENSE, MIN_SCORE, SPARSE, chunked, record_to_point, to_hits
 
 META_FILE = "csr-adapter.json"
 EDGE_FILE = "edge_config.json"
@@ -47,11 +53,6 @@ WRITE_BATCH = 512
 
 def _edge():
     return require("qdrant_edge", "qdrant")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _writable(directory: Path) -> Path | None:
@@ -65,16 +66,6 @@ def _writable(directory: Path) -> Path | None:
     except OSError:
         return probe
     return None
-
-
-def _clean(emb: SparseEmbedding) -> tuple[list[int], list[float]]:
-    """Sorted unique indices (Edge silently accepts duplicates; make sure there are none)."""
-    idx = np.asarray(emb.indices, dtype=np.int64)
-    val = np.asarray(emb.values, dtype=np.float32)
-    if len(idx) > 1 and not np.all(np.diff(idx) > 0):
-        idx, inverse = np.unique(idx, return_inverse=True)
-        val = np.bincount(inverse, weights=val, minlength=len(idx)).astype(np.float32)
-    return idx.tolist(), val.tolist()
 
 
 def _config(meta: CollectionMeta, threads: int | None):
@@ -93,6 +84,7 @@ class EdgeBackend:
     """
 
     name = "qdrant-edge"
+    needs_dense = False
 
     def __init__(
         self, path: str | os.PathLike, meta: CollectionMeta | None = None, recreate: bool = False,
@@ -128,6 +120,7 @@ class EdgeBackend:
         except BaseException:
             self._shard.close()
             raise
+        self.capabilities = sparse_capabilities(self.meta)
 
     # -- metadata ---------------------------------------------------------------------------------
     def _write_meta(self, meta: CollectionMeta) -> None:
@@ -184,7 +177,7 @@ class EdgeBackend:
         try:
             return fn(*args)
         except Exception as exc:  # Edge raises bare Exception with the engine's message
-            msg = _first_line(exc)
+            msg = first_line(exc)
             if "WouldBlock" in msg or "lock" in msg.lower():
                 raise BackendError(f"{self.path}: collection is open in another process (one at a time)") from None
             if "Read-only" in msg or "Permission denied" in msg:
@@ -198,7 +191,7 @@ class EdgeBackend:
         q = _edge()
         vec: dict[str, Any] = {}
         if p.sparse is not None:
-            vec[SPARSE] = q.SparseVector(*_clean(p.sparse))
+            vec[SPARSE] = q.SparseVector(*sorted_unique(p.sparse))
         if p.dense is not None:
             if not self.meta.d:
                 raise BackendError(f"{self.path}: collection has no dense vector (created without --hybrid)")
@@ -274,7 +267,7 @@ class EdgeBackend:
     def _nearest(self, query: SparseEmbedding | np.ndarray):
         q = _edge()
         if isinstance(query, SparseEmbedding):
-            return q.Query.Nearest(q.SparseVector(*_clean(query)), using=SPARSE), MIN_SCORE
+            return q.Query.Nearest(q.SparseVector(*sorted_unique(query)), using=SPARSE), MIN_SCORE
         return q.Query.Nearest(dense_query(query, self.meta, str(self.path)), using=DENSE), None
 
     def _request(self, query, top_k: int, filter, with_payload: bool):
@@ -288,6 +281,7 @@ class EdgeBackend:
         with_payload: bool = True,
     ) -> list[SearchHit]:
         """Top hits for one sparse code (score > 0 only) or dense vector, best first."""
+        check_top_k(top_k)
         if isinstance(query, SparseEmbedding) and len(query) == 0:
             return []
         points = self._call(self._shard.query, self._request(query, top_k, filter, with_payload))
@@ -300,6 +294,7 @@ class EdgeBackend:
     ) -> list[list[SearchHit]]:
         """:meth:`search` for a batch of sparse codes, planned together by Edge."""
         q = _edge()
+        check_top_k(top_k)
         rows = list(queries)
         reqs = [self._request(r, top_k, filter, with_payload) for r in rows if len(r)]
         results = iter(self._call(self._shard.query_batch, q.QueryBatchRequest(reqs)) if reqs else [])
@@ -307,9 +302,11 @@ class EdgeBackend:
 
     def hybrid_search(
         self, sparse: SparseEmbedding, dense: np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
-        rrf_k: int = 60,
+        rrf_k: int = DEFAULT_RRF_K,
     ) -> list[SearchHit]:
         """Sparse and dense candidates fused with Reciprocal Rank Fusion (``1 / (rrf_k + rank)``, ranks from 0)."""
+        require_capability(self, "hybrid", f"hybrid search in {self.path}")
+        check_top_k(top_k)
         q = _edge()
         flt, limit = self._filter(filter), prefetch_limit(top_k)
         prefetches = []

@@ -15,20 +15,24 @@ import numpy as np
 
 from ..errors import require
 from ..sparse import SparseEmbedding, SparseEmbeddings
-from .base import BackendError, CollectionMeta, CollectionNotFoundError, Point, SearchHit
-from .qdrant import (
-    DENSE,
-    MIN_SCORE,
-    SPARSE,
+from .base import (
+    DEFAULT_RRF_K,
+    BackendError,
+    CollectionMeta,
+    CollectionNotFoundError,
+    Point,
+    SearchHit,
     check_meta,
-    chunked,
+    check_top_k,
     dense_query,
     filter_terms,
+    first_line,
     prefetch_limit,
-    record_to_point,
-    to_hits,
+    require_capability,
+    sorted_unique,
+    sparse_capabilities,
 )
-from .qdrant_edge import _clean, _first_line
+from .qdrant import DENSE, MIN_SCORE, SPARSE, chunked, record_to_point, to_hits
 
 META_KEY = "csr_adapter"
 SCROLL_PAGE = 1024
@@ -49,12 +53,14 @@ class QdrantServerBackend:
     """
 
     name = "qdrant-server"
+    needs_dense = False
 
     def __init__(
         self, collection: str, url: str | None = None, api_key: str | None = None, client: Any = None,
         meta: CollectionMeta | None = None, recreate: bool = False, create: bool = True, timeout: float = 10.0,
     ) -> None:
         qc = require("qdrant_client", "qdrant")
+        owns = client is None
         self.collection = collection
         self.url = url or getattr(client, "_location", None) or "client"
         if client is None:
@@ -62,8 +68,9 @@ class QdrantServerBackend:
                 client = qc.QdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout)),
                                          check_compatibility=False)
             except Exception as exc:
-                raise BackendError(f"--url {url}: invalid Qdrant URL ({_first_line(exc)})") from None
+                raise BackendError(f"--url {url}: invalid Qdrant URL ({first_line(exc)})") from None
         self.client = client
+        self._owns_client = owns  # a client passed in is the caller's to close
         exists = self._call(self.client.collection_exists, collection)
         if exists and recreate:
             self._call(self.client.delete_collection, collection)
@@ -73,6 +80,7 @@ class QdrantServerBackend:
                 raise CollectionNotFoundError(f"{self._where}: no such collection (ingest into it first)")
             self._create(meta)
         self.meta = self._read_meta(meta)
+        self.capabilities = sparse_capabilities(self.meta)
 
     @property
     def _where(self) -> str:
@@ -84,7 +92,7 @@ class QdrantServerBackend:
         except (BackendError, ValueError, TypeError):
             raise
         except Exception as exc:  # network, HTTP and gRPC errors: one line
-            msg = _first_line(exc)
+            msg = first_line(exc)
             if any(s in msg for s in ("Connection refused", "timed out", "Name or service", "Connect", "Errno")):
                 raise BackendError(f"cannot reach Qdrant at {self.url}: {msg}") from None
             raise BackendError(f"{self._where}: Qdrant error: {msg}") from None
@@ -109,7 +117,7 @@ class QdrantServerBackend:
         m = _models()
         vec: dict[str, Any] = {}
         if p.sparse is not None:
-            idx, val = _clean(p.sparse)
+            idx, val = sorted_unique(p.sparse)
             vec[SPARSE] = m.SparseVector(indices=idx, values=val)
         if p.dense is not None:
             if not self.meta.d:
@@ -133,8 +141,10 @@ class QdrantServerBackend:
         """Writes use ``wait=True``: nothing to flush."""
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):  # closing a dead connection is not worth an error
-            self.client.close()
+        """Close the client if this backend created it (a client passed in stays open for its owner)."""
+        if self._owns_client:
+            with contextlib.suppress(Exception):  # closing a dead connection is not worth an error
+                self.client.close()
 
     def __enter__(self) -> QdrantServerBackend:
         return self
@@ -173,7 +183,7 @@ class QdrantServerBackend:
     def _query(self, query: SparseEmbedding | np.ndarray) -> tuple[Any, str, float | None]:
         m = _models()
         if isinstance(query, SparseEmbedding):
-            idx, val = _clean(query)
+            idx, val = sorted_unique(query)
             return m.SparseVector(indices=idx, values=val), SPARSE, MIN_SCORE
         return dense_query(query, self.meta, self._where), DENSE, None
 
@@ -182,6 +192,7 @@ class QdrantServerBackend:
         with_payload: bool = True,
     ) -> list[SearchHit]:
         """Top hits for one sparse code (score > 0 only) or dense vector, best first."""
+        check_top_k(top_k)
         sparse = isinstance(query, SparseEmbedding)
         if sparse and len(query) == 0:
             return []
@@ -194,13 +205,16 @@ class QdrantServerBackend:
         self, queries: SparseEmbeddings, top_k: int = 10, filter: dict[str, Any] | None = None,
         with_payload: bool = True,
     ) -> list[list[SearchHit]]:
+        check_top_k(top_k)
         return [self.search(q, top_k, filter, with_payload) for q in queries]
 
     def hybrid_search(
         self, sparse: SparseEmbedding, dense: np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
-        rrf_k: int = 60,
+        rrf_k: int = DEFAULT_RRF_K,
     ) -> list[SearchHit]:
         """Sparse and dense candidates fused server-side with RRF (``1 / (rrf_k + rank)``, ranks from 0)."""
+        require_capability(self, "hybrid", f"hybrid search in {self._where}")
+        check_top_k(top_k)
         m = _models()
         flt, limit = self._filter(filter), prefetch_limit(top_k)
         prefetch = []
