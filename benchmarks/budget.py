@@ -26,14 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, REPO, write_result  # noqa: E402
-from csr_adapter.training.beir import load_beir  # noqa: E402
-from csr_adapter.training.data import load_source  # noqa: E402
-from csr_adapter.training.evaluate import code_stats, embed_beir, rank, retrieval_metrics  # noqa: E402
-from csr_adapter.training.trainer import TrainConfig, train  # noqa: E402
 
 from csr_adapter.budget import BudgetSpec, nnz_stats, postings_per_query, query_mode  # noqa: E402
 from csr_adapter.encoder import CSREncoder  # noqa: E402
 from csr_adapter.runtime import set_threads  # noqa: E402
+from csr_adapter.training.beir import load_beir  # noqa: E402
+from csr_adapter.training.data import load_source  # noqa: E402
+from csr_adapter.training.evaluate import code_stats, embed_beir, rank, retrieval_metrics  # noqa: E402
+from csr_adapter.training.trainer import TrainConfig, train  # noqa: E402
 
 CACHE = REPO / "benchmarks" / ".cache" / "budget"
 SEED = 0

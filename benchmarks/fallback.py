@@ -46,7 +46,6 @@ def run_of(hits_per_query, qids, back) -> dict[str, dict[str, float]]:
 def faiss_settings(faiss, dense, queries: np.ndarray, top_k: int, default_blas: int) -> dict:
     """Why FaissBackend sets 1 thread for single queries and a low BLAS threshold for batches."""
     from csr_adapter.integrations.faiss import DEFAULT_BLAS_THRESHOLD
-
     from csr_adapter.runtime import available_cores
 
     index = dense._load()
@@ -91,14 +90,13 @@ def main() -> None:
     import faiss
 
     faiss_default_blas = int(faiss.cvar.distance_compute_blas_threshold)
+    from csr_adapter import CSREncoder
     from csr_adapter.integrations.base import CollectionMeta, Point
     from csr_adapter.integrations.faiss import FaissBackend
     from csr_adapter.integrations.fallback import FallbackSearcher
     from csr_adapter.integrations.qdrant_edge import EdgeBackend
     from csr_adapter.training.beir import load_beir
     from csr_adapter.training.evaluate import embed_beir, ndcg_at
-
-    from csr_adapter import CSREncoder
 
     t_start = time.perf_counter()
     enc = CSREncoder.from_pretrained(args.model, device="cpu")

@@ -37,12 +37,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
 
-    from csr_adapter.integrations.base import CollectionMeta
-    from csr_adapter.integrations.qdrant import open_qdrant
-
     from csr_adapter import CSREncoder
     from csr_adapter.corpus import Chunker, ReaderOptions, read_corpus
     from csr_adapter.ingest import IndexState, ingest_corpus, plan
+    from csr_adapter.integrations.base import CollectionMeta
+    from csr_adapter.integrations.qdrant import open_qdrant
     from csr_adapter.runtime import set_threads
 
     threads = set_threads(args.threads)

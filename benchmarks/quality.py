@@ -28,6 +28,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from csr_adapter.encoder import CSREncoder  # noqa: E402
+from csr_adapter.runtime import set_threads  # noqa: E402
 from csr_adapter.training.beir import BeirData, load_beir  # noqa: E402
 from csr_adapter.training.data import as_pairs, load_source, unlabelled  # noqa: E402
 from csr_adapter.training.evaluate import (  # noqa: E402
@@ -37,9 +39,6 @@ from csr_adapter.training.evaluate import (  # noqa: E402
     retrieval_metrics,
 )
 from csr_adapter.training.trainer import TrainConfig, train  # noqa: E402
-
-from csr_adapter.encoder import CSREncoder  # noqa: E402
-from csr_adapter.runtime import set_threads  # noqa: E402
 
 SEED = 0
 # CSRv2 frozen settings = the shipped default's (training/default_model.py); CSR = same minus annealing/SupCon

@@ -124,11 +124,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from csr_adapter.training.beir import load_beir
-
     from csr_adapter import CSREncoder
     from csr_adapter.cache import cached_dense
     from csr_adapter.runtime import set_threads
+    from csr_adapter.training.beir import load_beir
 
     threads = set_threads(args.threads)
     enc = CSREncoder.from_pretrained()

@@ -14,12 +14,11 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from csr_adapter import CSREncoder
 from csr_adapter.integrations.base import CollectionMeta, Point
 from csr_adapter.integrations.faiss import FaissBackend
 from csr_adapter.integrations.fallback import FallbackSearcher, WithFallback
 from csr_adapter.integrations.qdrant_edge import EdgeBackend
-
-from csr_adapter import CSREncoder
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 

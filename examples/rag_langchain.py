@@ -15,13 +15,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from csr_adapter.integrations.fallback import FallbackSearcher, with_fallback
-from csr_adapter.integrations.langchain import CSRRetriever, load_encoder
 from langchain_core.language_models.chat_models import SimpleChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
+
+from csr_adapter.integrations.fallback import FallbackSearcher, with_fallback
+from csr_adapter.integrations.langchain import CSRRetriever, load_encoder
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 PROMPT = ChatPromptTemplate.from_messages([
@@ -64,11 +65,10 @@ def format_docs(docs) -> str:
 
 def build_index(store: Path, limit: int | None):
     """Ingest the example corpus (idempotent) into Qdrant Edge + FAISS fallback; return a retriever."""
-    from csr_adapter.integrations.base import CollectionMeta
-    from csr_adapter.integrations.qdrant import open_qdrant
-
     from csr_adapter.corpus import read_corpus
     from csr_adapter.ingest import ingest_corpus
+    from csr_adapter.integrations.base import CollectionMeta
+    from csr_adapter.integrations.qdrant import open_qdrant
 
     enc = load_encoder()
     corpus_dir = CORPUS

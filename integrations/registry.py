@@ -17,6 +17,7 @@ from .base import Backend, BackendError
 BACKENDS: dict[str, str] = {
     "qdrant": "qdrant:open_qdrant",
     "faiss": "faiss:open_faiss",  # dense-only FAISS collection (``--backend faiss``)
+    "milvus": "milvus:open_milvus",  # milvus-lite file by default, a Milvus server with url/uri
 }
 
 

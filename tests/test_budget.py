@@ -12,9 +12,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import SCIFACT
-from csr_adapter.training.beir import load_beir
-from csr_adapter.training.data import load_source
-from csr_adapter.training.trainer import TrainConfig, TrainConfigError, Trainer, train
 
 from csr_adapter import CSREncoder
 from csr_adapter.budget import (
@@ -29,6 +26,9 @@ from csr_adapter.budget import (
 )
 from csr_adapter.cli import cli
 from csr_adapter.errors import CSRAdapterError
+from csr_adapter.training.beir import load_beir
+from csr_adapter.training.data import load_source
+from csr_adapter.training.trainer import TrainConfig, TrainConfigError, Trainer, train
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:

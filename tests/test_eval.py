@@ -8,11 +8,11 @@ import ir_measures
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from csr_adapter.training.evaluate import code_stats, ndcg_at, rank, recall_at
 from ir_measures import R, nDCG
 
 from csr_adapter.cli import cli
 from csr_adapter.sparse import SparseEmbeddings
+from csr_adapter.training.evaluate import code_stats, ndcg_at, rank, recall_at
 
 
 @pytest.fixture(scope="module")

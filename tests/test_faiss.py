@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from csr_adapter.errors import CSRAdapterError
 from csr_adapter.integrations.base import CollectionMeta, Point
 from csr_adapter.integrations.faiss import (
     DimensionMismatchError,
@@ -11,8 +13,6 @@ from csr_adapter.integrations.faiss import (
     FaissIndexError,
     InvalidTopKError,
 )
-
-from csr_adapter.errors import CSRAdapterError
 
 D = 16
 

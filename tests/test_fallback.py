@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from csr_adapter.integrations.base import CollectionMeta, Point
 from csr_adapter.integrations.faiss import FaissBackend, InvalidTopKError
 from csr_adapter.integrations.fallback import FallbackConfigError, FallbackSearcher, WithFallback
@@ -179,8 +180,9 @@ def test_bad_input(k2, encoder):
 
 def test_server_client_path_and_a_server_side_failure(encoder, corpus):
     """qdrant-client (the server code path, against its in-memory mode) as the sparse side."""
-    from csr_adapter.integrations.qdrant import open_qdrant
     from qdrant_client import QdrantClient
+
+    from csr_adapter.integrations.qdrant import open_qdrant
 
     client = QdrantClient(":memory:")
     n = 60

@@ -12,11 +12,11 @@ import time
 
 import numpy as np
 import pytest
-from csr_adapter.integrations.base import CollectionMeta, CollectionMismatchError
-from csr_adapter.integrations.qdrant import open_qdrant
 
 from csr_adapter.corpus import read_corpus
 from csr_adapter.ingest import IndexState, ingest_corpus, point_id
+from csr_adapter.integrations.base import CollectionMeta, CollectionMismatchError
+from csr_adapter.integrations.qdrant import open_qdrant
 
 N_QUERIES = 20
 

@@ -12,13 +12,13 @@ import tracemalloc
 
 import pytest
 from click.testing import CliRunner
-from csr_adapter.integrations.base import BackendError
-from csr_adapter.integrations.faiss import open_faiss
-from csr_adapter.integrations.qdrant import check_collection_name
 
 from csr_adapter.cli import cli
 from csr_adapter.cli.safe import printable
 from csr_adapter.corpus import Chunker, ReaderOptions, read_corpus, read_stdin
+from csr_adapter.integrations.base import BackendError
+from csr_adapter.integrations.faiss import open_faiss
+from csr_adapter.integrations.qdrant import check_collection_name
 
 SURROGATE_LINE = '{"id": "bad", "text": "broken \\ud800 text"}\n'  # JSON escape of a lone surrogate
 

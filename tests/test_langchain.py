@@ -10,10 +10,6 @@ import pytest
 pytest.importorskip("langchain_tests")
 qdrant_edge = pytest.importorskip("csr_adapter.integrations.qdrant_edge")
 
-from csr_adapter.integrations import langchain as lc  # noqa: E402
-from csr_adapter.integrations.base import CollectionMeta, Point  # noqa: E402
-from csr_adapter.integrations.faiss import FaissBackend  # noqa: E402
-from csr_adapter.integrations.fallback import FallbackSearcher, WithFallback  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
 from langchain_tests.integration_tests import (  # noqa: E402
     EmbeddingsIntegrationTests,
@@ -21,6 +17,11 @@ from langchain_tests.integration_tests import (  # noqa: E402
     VectorStoreIntegrationTests,
 )
 from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
+
+from csr_adapter.integrations import langchain as lc  # noqa: E402
+from csr_adapter.integrations.base import CollectionMeta, Point  # noqa: E402
+from csr_adapter.integrations.faiss import FaissBackend  # noqa: E402
+from csr_adapter.integrations.fallback import FallbackSearcher, WithFallback  # noqa: E402
 
 STATE: dict = {}
 

@@ -10,12 +10,12 @@ import uuid
 
 import numpy as np
 import pytest
+
+from csr_adapter import SparseEmbedding, SparseEmbeddings
 from csr_adapter.integrations.base import Backend, BackendError, CollectionMeta, CollectionMismatchError, Point
 from csr_adapter.integrations.qdrant import open_qdrant
 from csr_adapter.integrations.qdrant_edge import EdgeBackend
 from csr_adapter.integrations.registry import open_backend, register_backend
-
-from csr_adapter import SparseEmbedding, SparseEmbeddings
 
 H, K, D = 64, 4, 8
 META = CollectionMeta("model-a", H, K)

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from csr_adapter.integrations.base import Point, SearchHit
 
+from csr_adapter.integrations.base import Point, SearchHit
 from csr_adapter.server import ServeConfig, create_app
 from csr_adapter.server.testing import serve_in_thread
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 from click.testing import CliRunner
-from csr_adapter.integrations.base import BackendError
 
 from csr_adapter.cli import cli
+from csr_adapter.integrations.base import BackendError
 from csr_adapter.server import create_app
 from csr_adapter.server.collections import open_collections
 from csr_adapter.server.testing import serve_in_thread

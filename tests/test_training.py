@@ -12,13 +12,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import BANKING77, SCIFACT
+
+from csr_adapter.cli import cli
+from csr_adapter.errors import CSRAdapterError
 from csr_adapter.training.beir import load_beir
 from csr_adapter.training.data import chunk_text, detect_kind, load_source, plan_epoch
 from csr_adapter.training.evaluate import evaluate_sparse
 from csr_adapter.training.trainer import TrainConfig, TrainConfigError, Trainer, train, validate
-
-from csr_adapter.cli import cli
-from csr_adapter.errors import CSRAdapterError
 
 
 def _write_jsonl(path: Path, rows: list) -> Path:
@@ -157,9 +157,8 @@ def test_cli_errors_are_one_line(tmp_path: Path, tiny_beir: Path) -> None:
 
 # -- training ------------------------------------------------------------------------------------------------
 def test_short_train_improves_ndcg_over_untrained_head(tmp_path: Path, tiny_beir: Path, cache_dir: str) -> None:
-    from csr_adapter.training.evaluate import embed_beir
-
     from csr_adapter import CSREncoder
+    from csr_adapter.training.evaluate import embed_beir
 
     test = load_beir(tiny_beir, "test")
     untrained = CSREncoder.from_backbone(k=8, device="cpu", seed=0)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import BANKING77
+
+from csr_adapter.head import CSRHead, topk_relu
 from csr_adapter.training.losses import (
     annealed_k,
     auxk_loss,
@@ -18,8 +20,6 @@ from csr_adapter.training.losses import (
     normalized_mse,
     supcon_loss,
 )
-
-from csr_adapter.head import CSRHead, topk_relu
 
 
 @pytest.fixture(scope="module")
