@@ -33,7 +33,7 @@ def backend_kinds() -> list[str]:
 
 
 def open_backend(kind: str, collection: str | None = None, **options: Any) -> Backend:
-    """Open backend ``kind`` for ``collection`` (default ``"csr"``); unknown kinds raise :class:`BackendError`."""
+    """Open backend ``kind`` for ``collection`` (``None``: ``"csr"``); unknown kinds raise :class:`BackendError`."""
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend {kind!r}: choose one of {', '.join(backend_kinds())}")
     module, attr = BACKENDS[kind].split(":")
@@ -41,4 +41,4 @@ def open_backend(kind: str, collection: str | None = None, **options: Any) -> Ba
     factory = getattr(importlib.import_module(name), attr)
     from .qdrant import DEFAULT_COLLECTION
 
-    return factory(collection or DEFAULT_COLLECTION, **options)
+    return factory(DEFAULT_COLLECTION if collection is None else collection, **options)
