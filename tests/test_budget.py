@@ -120,7 +120,8 @@ def test_default_model_unchanged_in_fixed_mode(encoder):
     corpus = encoder.sparsify(dense, k=2, budget="corpus")  # any model can do a corpus budget
     assert corpus.nnz.sum() == 4
     out = run("encode", *texts, "--k", "2", "--budget", "corpus", "--json")
-    assert out.exit_code == 0, out.output and sum(len(r["indices"]) for r in json.loads(out.output)) == 4
+    assert out.exit_code == 0, out.output
+    assert sum(len(r["indices"]) for r in json.loads(out.output)) == 4
     bad = run("encode", "x", "--budget", "threshold")
     assert bad.exit_code != 0 and "needs a calibrated θ" in bad.output
 

@@ -54,7 +54,8 @@ def test_stdin_jsonl_and_metadata_filter(tmp_path):
     lines = "\n".join(json.dumps({"_id": f"r{i}", "text": f"record {i} about proteins", "lang": lang})
                       for i, lang in enumerate(["en", "de", "en"]))
     result = run("ingest", "-", "--path", tmp_path, "--collection", "s", "--json", input=lines)
-    assert result.exit_code == 0, result.output and json.loads(result.output)["written"] == 3
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["written"] == 3
     hits = run("search", "proteins", "--path", tmp_path, "--collection", "s", "--filter", "lang=de", "--json")
     assert [h["payload"]["source"] for h in json.loads(hits.output)] == ["<stdin>#r1"]
     bad = run("ingest", "-", "--path", tmp_path, "--collection", "s", input='{"text": "a"}\nnot json\n')

@@ -12,7 +12,6 @@ in the k-pass (the 4k pass does not keep a latent alive: serving uses k). Epochs
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -495,9 +494,3 @@ def train(sources: list[Source], cfg: TrainConfig, out: str | Path, heldout: Bei
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return Trainer(sources, cfg, out, heldout, resume, progress, echo).fit()
 
-
-def read_history(out: str | Path) -> list[dict]:
-    """Per-epoch logs from a model directory's ``config.json`` (or its checkpoint)."""
-    out = Path(out)
-    cfg = json.loads((out / "config.json").read_text())
-    return cfg.get("training", {}).get("history", [])
