@@ -184,8 +184,8 @@ class MilvusBackend:
                 return pm.MilvusClient(uri=self.url, token=token or "", timeout=timeout)
             except Exception as exc:
                 raise BackendError(f"cannot reach Milvus at {self.url}: {_message(exc)}") from None
-        if not self.file.parent.exists():
-            make_private_dir(self.file.parent)
+        if not self.file.exists():
+            make_private_dir(self.file)  # milvus-lite keeps its files in this directory: owner-only, like the others
         try:
             client = pm.MilvusClient(uri=str(self.file), timeout=timeout)
         except Exception as exc:
