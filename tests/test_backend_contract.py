@@ -223,7 +223,8 @@ def test_capabilities_match_behaviour(filled: Backend, data: dict[str, Any]) -> 
     checks: dict[str, Callable[[], Any]] = {
         "sparse": lambda: filled.search(code, top_k=2)[0].id == ids[6],
         "dense": lambda: filled.search(vec, top_k=2)[0].id == ids[6],
-        "hybrid": lambda: filled.hybrid_search(code, vec, top_k=3)[0].id == ids[6],
+        "hybrid": lambda: filled.hybrid_search(code, vec, top_k=3)[0].id == ids[6]
+        and [h.id for h in filled.hybrid_search(code, vec, top_k=3, filter={"n": [6, 99]})] == [ids[6]],
         "score_ids": lambda: filled.score_ids(vec, [ids[6], MISSING_ID]) == pytest.approx({ids[6]: 1.0}, abs=1e-4),
         "filters": lambda: filled.search(query(filled, data, 6), top_k=2, filter={"n": 6})[0].id == ids[6],
         "scroll": lambda: len(list(filled.scroll([]))) == N,
