@@ -57,6 +57,7 @@ class QdrantServerBackend:
         qc = require("qdrant_client", "qdrant")
         self.collection = collection
         self.url = url or getattr(client, "_location", None) or "client"
+        self._owns_client = client is None  # a client passed in belongs to the caller: never closed here
         if client is None:
             try:
                 client = qc.QdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout)),
@@ -133,6 +134,8 @@ class QdrantServerBackend:
         """Writes use ``wait=True``: nothing to flush."""
 
     def close(self) -> None:
+        if not self._owns_client:
+            return
         with contextlib.suppress(Exception):  # closing a dead connection is not worth an error
             self.client.close()
 
