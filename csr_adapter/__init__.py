@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["CSRConfig", "CSREncoder", "SparseEmbedding", "SparseEmbeddings", "__version__"]
+__all__ = ["CSRConfig", "CSREncoder", "Collection", "SparseEmbedding", "SparseEmbeddings", "__version__",
+           "open_collection"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .collection import Collection, open_collection
     from .config import CSRConfig
     from .encoder import CSREncoder
     from .sparse import SparseEmbedding, SparseEmbeddings
 
 _LAZY = {"CSREncoder": ".encoder", "CSRConfig": ".config", "SparseEmbedding": ".sparse",
-         "SparseEmbeddings": ".sparse"}
+         "SparseEmbeddings": ".sparse", "Collection": ".collection", "open_collection": ".collection"}
 
 
 def __getattr__(name: str):

@@ -52,7 +52,7 @@ class Collection:
     def __init__(self, name: str = "csr", *, backend: str = "qdrant", path: str | os.PathLike | None = None,
                  url: str | None = None, api_key: str | None = None, model: str | os.PathLike | None = None,
                  device: str = "auto", threads: int | None = None,
-                 echo: Callable[[str], None] | None = None) -> None:
+                 echo: Callable[[str], None] | None = None, share=None, client: Any = None) -> None:
         from .integrations.qdrant import check_collection_name
 
         self.name = check_collection_name(name)
@@ -62,13 +62,16 @@ class Collection:
             self.url = None  # an explicit path wins over QDRANT_URL from the environment
         self.model, self.device, self.threads = model, device, threads
         self.echo = echo or _echo_default
+        self.share = share  # an encoder whose backbone the collection's model may reuse
+        self.client = client  # a qdrant_client.QdrantClient to use instead of url (e.g. ":memory:" in tests)
         self._encoder = None
         self._finish_switch()
 
     # -- locations ------------------------------------------------------------------------------------
     @property
     def embedded(self) -> bool:
-        return self.kind == "qdrant" and not (self.url or (self.path is None and os.environ.get("QDRANT_URL")))
+        return self.kind == "qdrant" and self.client is None and not (
+            self.url or (self.path is None and os.environ.get("QDRANT_URL")))
 
     def _location(self, name: str | None = None) -> Path:
         from .integrations.qdrant import default_path
@@ -92,6 +95,8 @@ class Collection:
         from .integrations.registry import open_backend
 
         options.setdefault("create", options.get("meta") is not None)
+        if self.client is not None:
+            options["client"] = self.client
         return open_backend(self.kind, name or self.name, path=self.path, url=self.url, api_key=self.api_key,
                             threads=self.threads, **options)
 
@@ -120,10 +125,10 @@ class Collection:
             else:
                 from .model_store import load_collection_model
 
-                self._encoder = load_collection_model(meta.model_id, self.path, self.name, self.device)
+                self._encoder = load_collection_model(meta.model_id, self.path, self.name, self.device, self.share)
         return self._encoder
 
-    def _check_model(self, enc, meta) -> None:
+    def check_model(self, enc, meta) -> None:
         from .integrations.base import CollectionMismatchError
 
         if meta is not None and meta.model_id and enc.model_id != meta.model_id:
@@ -145,15 +150,15 @@ class Collection:
         if not isinstance(corpus, Corpus):
             corpus = read_corpus(corpus)
         meta = None if recreate else self.meta()
-        if self.kind == "faiss":
-            adapt = False  # a dense-only collection has no head to adapt
+        if self.kind == "faiss" or (budget != "fixed" and adapt is None):
+            adapt = False  # a dense-only collection has no head; budget modes need a pooled-trained model
         if meta is not None and adapt:
             return self._rebuild(corpus, meta, k=k, hybrid=hybrid, idf=idf, with_fallback=with_fallback,
                                  batch_size=batch_size, overlap=overlap, adapt_config=adapt_config,
                                  prune=prune, progress=progress)
         if meta is not None:
             enc = self.encoder
-            self._check_model(enc, meta)
+            self.check_model(enc, meta)
             k = meta.k if k is None and budget == "fixed" else k
             return self._write(enc, corpus, k=k, recreate=False, prune=prune, hybrid=hybrid, idf=idf,
                                with_fallback=with_fallback, batch_size=batch_size, overlap=overlap, budget=budget,
@@ -172,39 +177,20 @@ class Collection:
         report.adapt = adapted
         return report
 
-    def _chunks(self, enc, corpus, overlap: int | None) -> tuple[list[str], np.ndarray]:
-        """Every chunk text of ``corpus`` and the index of its document (positives for adaptation)."""
-        from .corpus import Chunker
-
-        chunker = Chunker.for_encoder(enc, overlap)
-        texts, groups = [], []
-        for d, pieces in enumerate(chunker.split([doc.text for doc in corpus.documents])):
-            for piece in pieces:
-                texts.append(piece.text)
-                groups.append(d)
-        return texts, np.asarray(groups, dtype=np.int64)
-
     def _adapt(self, base, corpus, *, k, overlap, batch_size, config, force, progress):
-        """Embed every chunk (cached), fit a head, store the model; ``(encoder, summary)``."""
-        from .dense_store import DenseStore
+        """Adapt to ``corpus`` and store the model with the collection; ``(encoder, summary)``."""
         from .model_store import save_model
 
-        texts, groups = self._chunks(base, corpus, overlap)
-        if len(texts) < MIN_ADAPT_CHUNKS and not force:
-            self.echo(f"adapt: {len(texts)} chunks is below {MIN_ADAPT_CHUNKS}, where adaptation stops paying: "
-                      f"keeping the given model (force it with --adapt)")
-            return base, {"adapted": False, "chunks": len(texts), "reason": "corpus too small"}
-        if len(texts) < 2:
-            raise AdaptError(f"cannot adapt on {len(texts)} chunk(s): use --no-adapt")
-        with DenseStore(base, base.config.document_prefix) as store:
-            dense = store.encode(texts, batch_size=batch_size, progress=progress, desc="embed")
-        enc = base.adapt(dense=dense, groups=groups, k=k, config=config, progress=progress)
+        enc, summary = adapt_to_corpus(base, corpus, k=k, overlap=overlap, batch_size=batch_size, config=config,
+                                       force=force, progress=progress, echo=self.echo)
+        if enc is base:
+            return base, summary
         where = save_model(enc, self.path if self.embedded else None)
-        rep = enc.config.training["adapt_report"]
-        self.echo(f"adapt: fitted a head to {rep['sampled']} chunks in {rep['seconds']:.1f} s "
-                  f"(reconstruction error {rep['recon_before']:.3f} -> {rep['recon_after']:.3f}); model {where}")
+        self.echo(f"adapt: fitted a head to {summary['sampled']} chunks in {summary['seconds']:.1f} s "
+                  f"(reconstruction error {summary['recon_before']:.3f} -> {summary['recon_after']:.3f}); "
+                  f"model {where}")
         self._encoder = enc
-        return enc, {"adapted": True, "chunks": len(texts), "model_id": enc.model_id, "model_dir": str(where), **rep}
+        return enc, {**summary, "model_dir": str(where)}
 
     def _write(self, enc, corpus, *, k, recreate, prune, hybrid, idf, with_fallback, batch_size, overlap, budget,
                avg_k, k_min, k_max, progress, name: str | None = None):
@@ -287,9 +273,10 @@ class Collection:
         """A :class:`~csr_adapter.integrations.fallback.FallbackSearcher` over this collection (close it)."""
         from .integrations.fallback import FallbackSearcher, open_fallback
 
+        enc = self.encoder  # before opening: the embedded engine admits one open handle at a time
         be = self.open_backend()
         try:
-            self._check_model(self.encoder, be.meta)
+            self.check_model(enc, be.meta)
             if getattr(be, "needs_dense", False):
                 return FallbackSearcher(self.encoder, None, be, k=be.meta.k)
             dense = open_fallback(self.name, self.path, self.threads) if fallback else None
@@ -325,7 +312,7 @@ class Collection:
         from .dense_store import DenseStore
         from .training.adapt import fit_stats
 
-        enc = self.encoder
+        enc = self.encoder  # before opening: the embedded engine admits one open handle at a time
         be = self.open_backend()
         try:
             k = be.meta.k
@@ -354,6 +341,54 @@ class Collection:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def corpus_chunks(enc, corpus, overlap: int | None = None) -> tuple[list[str], np.ndarray]:
+    """Every chunk text of ``corpus`` (as ingest cuts it) and the index of its document."""
+    from .corpus import Chunker
+
+    chunker = Chunker.for_encoder(enc, overlap)
+    texts, groups = [], []
+    for d, pieces in enumerate(chunker.split([doc.text for doc in corpus.documents])):
+        for piece in pieces:
+            texts.append(piece.text)
+            groups.append(d)
+    return texts, np.asarray(groups, dtype=np.int64)
+
+
+def adapt_to_corpus(base, corpus, *, k: int | None = None, overlap: int | None = None, batch_size: int = 32,
+                    config=None, force: bool = False, progress: bool = True,
+                    echo: Callable[[str], None] | None = None):
+    """Fit ``base``'s head to the chunks of ``corpus`` (text only); ``(encoder, summary)``.
+
+    Chunk vectors go through the persistent :class:`~csr_adapter.dense_store.DenseStore`, so a re-run
+    (after a kill, or ``ingest`` after ``eval --adapt``) does not run the backbone again. Below
+    ``MIN_ADAPT_CHUNKS`` chunks ``base`` is returned unless ``force``.
+    """
+    from .dense_store import DenseStore
+
+    echo = echo or _echo_default
+    texts, groups = corpus_chunks(base, corpus, overlap)
+    if len(texts) < MIN_ADAPT_CHUNKS and not force:
+        echo(f"adapt: {len(texts)} chunks is below {MIN_ADAPT_CHUNKS}, where adaptation stops paying: "
+             f"keeping the given model (force it with --adapt)")
+        return base, {"adapted": False, "chunks": len(texts), "reason": "corpus too small"}
+    if len(texts) < 2:
+        raise AdaptError(f"cannot adapt on {len(texts)} chunk(s): use --no-adapt")
+    from .training.adapt import AdaptConfig, pseudo_queries
+
+    cfg = config or AdaptConfig()
+    with DenseStore(base, base.config.document_prefix) as store:
+        dense = store.encode(texts, batch_size=batch_size, progress=progress, desc="embed")
+    queries, rows = None, None
+    if cfg.pseudo_queries > 0:
+        snippets, rows = pseudo_queries(texts, cfg.pseudo_queries, cfg.seed)
+        with DenseStore(base, base.config.query_prefix) as store:
+            queries = store.encode(snippets, batch_size=batch_size, progress=progress, desc="pseudo-queries")
+    enc = base.adapt(dense=dense, groups=groups, k=k, config=cfg, progress=progress, queries=queries,
+                     query_rows=rows)
+    rep = enc.config.training["adapt_report"]
+    return enc, {"adapted": True, "chunks": len(texts), "model_id": enc.model_id, **rep}
 
 
 def open_collection(name: str = "csr", **options: Any) -> Collection:

@@ -249,12 +249,14 @@ class CSREncoder:
     def adapt(
         self, texts: Sequence[str] | None = None, *, dense: np.ndarray | None = None,
         groups: Sequence[int] | None = None, k: int | None = None, config=None, batch_size: int = 32,
-        progress: bool = False,
+        progress: bool = False, queries: np.ndarray | None = None, query_rows: Sequence[int] | None = None,
     ) -> CSREncoder:
         """A new encoder whose head is fitted to one corpus (texts only: no queries, no labels).
 
         Pass the corpus ``texts`` (embedded here) or their backbone embeddings ``dense``; ``groups[i]``
-        names the document of row i (chunks of one document are positives). ``config`` is an
+        names the document of row i (chunks of one document are positives). Pseudo-queries (sentences cut
+        from ``texts``) are embedded and used unless ``config.pseudo_queries == 0``; or pass their vectors
+        as ``queries`` with ``query_rows[j]`` = the row each was cut from. ``config`` is an
         :class:`~csr_adapter.training.adapt.AdaptConfig`. The backbone is shared, not copied; the result
         is saved with ``save_pretrained`` like any model.
         """
@@ -269,9 +271,15 @@ class CSREncoder:
                                       show_progress_bar=progress)
         cfg = copy.deepcopy(config) if config is not None else AdaptConfig()
         cfg.k = check_k(self.k if k is None else k, self.h)
+        if queries is None and texts is not None and cfg.pseudo_queries > 0:
+            from .training.adapt import pseudo_queries
+
+            snippets, query_rows = pseudo_queries(list(texts), cfg.pseudo_queries, cfg.seed)
+            queries = self.encode_dense(snippets, batch_size=batch_size, prefix=self.config.query_prefix)
         head, report = adapt_head(self.head.cpu(), np.asarray(dense), cfg,
                                   None if groups is None else np.asarray(groups, dtype=np.int64),
-                                  progress=progress, device=self.device)
+                                  progress=progress, device=self.device, queries=queries,
+                                  query_rows=None if query_rows is None else np.asarray(query_rows))
         self.head.to(self.device)
         config_out = CSRConfig.from_dict(self.config.to_dict())
         config_out.k = cfg.k

@@ -62,10 +62,17 @@ def save_model(encoder, path: str | os.PathLike | None = None) -> Path:
     return target
 
 
-def load_collection_model(model_id: str, path: str | os.PathLike | None, collection: str, device: str = "auto"):
-    """The encoder a collection was built with: the shipped default, or its stored model."""
+def load_collection_model(model_id: str, path: str | os.PathLike | None, collection: str, device: str = "auto",
+                          share=None):
+    """The encoder a collection was built with: the shipped default, or its stored model.
+
+    ``share``: an encoder already loaded; its backbone is reused when the stored model names the same one
+    (an adapted head over the stock backbone), and it is returned as is when it *is* the model.
+    """
     from .encoder import CSREncoder
 
+    if share is not None and share.model_id == model_id:
+        return share
     where = find_model(model_id, path)
     if where is None:
         default = CSREncoder.from_pretrained(device=device)
@@ -75,7 +82,7 @@ def load_collection_model(model_id: str, path: str | os.PathLike | None, collect
         raise ModelNotFoundError(f"collection {collection!r} was built with model {model_id}, which is not stored "
                                  f"locally (looked in {looked}): pass --model DIR")
     try:
-        enc = CSREncoder.from_pretrained(where, device=device)
+        enc = _load_sharing(where, share, device) if share is not None else CSREncoder.from_pretrained(where, device)
     except ModelLoadError as exc:
         raise ModelNotFoundError(f"collection {collection!r}: its stored model is unusable ({exc}): pass --model DIR "
                                  "or re-ingest with --recreate") from None
@@ -83,3 +90,16 @@ def load_collection_model(model_id: str, path: str | os.PathLike | None, collect
         raise ModelNotFoundError(f"collection {collection!r}: stored model {where} has id {enc.model_id}, expected "
                                  f"{model_id} (corrupt?): pass --model DIR or re-ingest with --recreate")
     return enc
+
+
+def _load_sharing(where: Path, share, device: str):
+    """Load ``where``, reusing ``share``'s backbone when the model names the same stock backbone."""
+    from .config import BACKBONE_DIR, CSRConfig
+    from .encoder import CSREncoder, _load_head
+
+    config = CSRConfig.load(where)
+    same = (config.backbone == share.config.backbone and not (where / BACKBONE_DIR).is_dir()
+            and config.max_seq_length == share.backbone.max_seq_length and config.d == share.d)
+    if not same:
+        return CSREncoder.from_pretrained(where, device=device)
+    return CSREncoder(share.backbone, _load_head(where, config), config, device=str(share.device))

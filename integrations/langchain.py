@@ -100,6 +100,21 @@ class CSRSparseEmbeddings(_sparse_base()):
         self.encoder = encoder if encoder is not None else load_encoder(model, device)
         self.k, self.batch_size = k, batch_size
 
+    @classmethod
+    def from_collection(cls, collection: str = "csr", *, path: str | None = None, url: str | None = None,
+                        api_key: str | None = None, device: str = "auto", **kwargs: Any) -> CSRSparseEmbeddings:
+        """The model a csr-adapter collection was built with (adapted at ingest) and its k."""
+        from ..collection import Collection
+
+        col = Collection(collection, path=path, url=url, api_key=api_key, device=device)
+        meta = col.meta()
+        if meta is None:
+            from .base import CollectionNotFoundError
+
+            raise CollectionNotFoundError(f"collection {collection!r} does not exist (ingest into it first)")
+        kwargs.setdefault("k", meta.k)
+        return cls(encoder=col.encoder, **kwargs)
+
     def embed_documents(self, texts: list[str]) -> list:
         codes = self.encoder.encode_documents(list(texts), k=self.k, batch_size=self.batch_size)
         return [_sparse_vector(row) for row in codes]
@@ -147,6 +162,17 @@ class CSRRetriever(BaseRetriever):
             dense = FaissBackend(dense)
         encoder = encoder if encoder is not None else load_encoder(model)
         return cls(searcher=FallbackSearcher(encoder, sparse, dense, rerank=rerank), **kwargs)
+
+    @classmethod
+    def from_collection(
+        cls, collection: str = "csr", *, backend: str = "qdrant", path: str | None = None, url: str | None = None,
+        api_key: str | None = None, fallback: bool = True, device: str = "auto", **kwargs: Any,
+    ) -> CSRRetriever:
+        """A retriever over an ingested collection, with the collection's own model and its FAISS fallback."""
+        from ..collection import Collection
+
+        col = Collection(collection, backend=backend, path=path, url=url, api_key=api_key, device=device)
+        return cls(searcher=col.searcher(fallback), **kwargs)
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None,

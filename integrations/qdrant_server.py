@@ -60,9 +60,9 @@ class QdrantServerBackend:
         meta: CollectionMeta | None = None, recreate: bool = False, create: bool = True, timeout: float = 10.0,
     ) -> None:
         qc = require("qdrant_client", "qdrant")
-        owns = client is None
         self.collection = collection
         self.url = url or getattr(client, "_location", None) or "client"
+        self._owns_client = client is None  # a client passed in belongs to the caller: never closed here
         if client is None:
             try:
                 client = qc.QdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout)),
@@ -70,7 +70,6 @@ class QdrantServerBackend:
             except Exception as exc:
                 raise BackendError(f"--url {url}: invalid Qdrant URL ({first_line(exc)})") from None
         self.client = client
-        self._owns_client = owns  # a client passed in is the caller's to close
         exists = self._call(self.client.collection_exists, collection)
         if exists and recreate:
             self._call(self.client.delete_collection, collection)
@@ -141,10 +140,10 @@ class QdrantServerBackend:
         """Writes use ``wait=True``: nothing to flush."""
 
     def close(self) -> None:
-        """Close the client if this backend created it (a client passed in stays open for its owner)."""
-        if self._owns_client:
-            with contextlib.suppress(Exception):  # closing a dead connection is not worth an error
-                self.client.close()
+        if not self._owns_client:
+            return
+        with contextlib.suppress(Exception):  # closing a dead connection is not worth an error
+            self.client.close()
 
     def __enter__(self) -> QdrantServerBackend:
         return self

@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "CSR_ADAPTER_CACHE" not in os.environ:  # the dense-vector store and embedding cache: per test run
+    import tempfile
+
+    os.environ["CSR_ADAPTER_CACHE"] = tempfile.mkdtemp(prefix="csr-adapter-test-cache-")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CSR_ADAPTER_DATA", REPO.parent / "shared" / "data"))

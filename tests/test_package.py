@@ -13,8 +13,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_public_names() -> None:
-    assert sorted(csr_adapter.__all__) == ["CSRConfig", "CSREncoder", "SparseEmbedding", "SparseEmbeddings",
-                                           "__version__"]
+    assert sorted(csr_adapter.__all__) == ["CSRConfig", "CSREncoder", "Collection", "SparseEmbedding",
+                                           "SparseEmbeddings", "__version__", "open_collection"]
     for name in csr_adapter.__all__:
         assert getattr(csr_adapter, name) is not None
 

@@ -17,6 +17,7 @@ not grow with the corpus beyond ``max_samples`` rows.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,8 @@ class AdaptConfig:
     temperature: float = 0.1
     distill_weight: float = 1.0        # similarity distillation (0 = the plain raw-corpus objective)
     distill_temperature: float = 0.05
+    query_weight: float = 1.0          # pseudo-query -> document similarity distillation (when given)
+    pseudo_queries: int = 20_000       # most pseudo-queries cut from the corpus (0 = none)
     init: str = "default"              # "default": warm start from the given head; "scratch": random
     max_samples: int = 200_000         # corpus rows sampled for training (bounded time on huge corpora)
     seed: int = 0
@@ -80,6 +83,30 @@ class AdaptReport:
         return asdict(self)
 
 
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
+
+
+def pseudo_queries(texts: list[str], limit: int = 20_000, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Query-like snippets cut from ``texts``: one random sentence (4..48 words) of a text with two or more,
+    else a random 16-word window of a text of 24+ words. Returns ``(snippets, source rows)``, at most
+    ``limit`` (a seeded sample of the texts)."""
+    rng = np.random.default_rng([seed, 17])
+    order = rng.permutation(len(texts))[:limit] if len(texts) > limit else np.arange(len(texts))
+    out, rows = [], []
+    for i in order:
+        sentences = [s for s in _SENTENCE.split(texts[i]) if 4 <= len(s.split()) <= 48]
+        words = texts[i].split()
+        if len(sentences) >= 2:
+            out.append(sentences[rng.integers(len(sentences))].strip())
+        elif len(words) >= 24:
+            start = int(rng.integers(len(words) - 16))
+            out.append(" ".join(words[start:start + 16]))
+        else:
+            continue
+        rows.append(int(i))
+    return out, np.asarray(rows, dtype=np.int64)
+
+
 def plan_steps(cfg: AdaptConfig, n: int) -> int:
     """Optimiser steps for ``n`` training rows: ``epochs`` passes, clamped to [min_steps, max_steps]."""
     return int(min(cfg.max_steps, max(cfg.min_steps, math.ceil(cfg.epochs * n / cfg.batch_size))))
@@ -95,6 +122,15 @@ def distill_loss(x: torch.Tensor, z: torch.Tensor, temperature: float) -> torch.
     target = (xn @ xn.T / temperature).masked_fill(eye, -math.inf).softmax(dim=-1)
     logp = (zn @ zn.T / temperature).masked_fill(eye, -math.inf).log_softmax(dim=-1)
     return F.kl_div(logp.masked_fill(eye, 0.0), target, reduction="batchmean")
+
+
+def cross_distill_loss(xq: torch.Tensor, xd: torch.Tensor, zq: torch.Tensor, zd: torch.Tensor,
+                       temperature: float) -> torch.Tensor:
+    """KL between each (pseudo-)query's similarity distribution over the batch's documents, dense vs codes."""
+    def sims(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T / temperature
+
+    return F.kl_div(sims(zq, zd).log_softmax(dim=-1), sims(xq, xd).softmax(dim=-1), reduction="batchmean")
 
 
 def _sparse_code(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,9 +193,12 @@ def adapt_head(
     head: CSRHead, x: np.ndarray, cfg: AdaptConfig, groups: np.ndarray | None = None,
     progress: bool = True, device: str | torch.device = "cpu",
     on_step: Callable[[int, int], None] | None = None,
+    queries: np.ndarray | None = None, query_rows: np.ndarray | None = None,
 ) -> tuple[CSRHead, AdaptReport]:
     """Train a copy of ``head`` on dense rows ``x`` ``(n, d)``; ``groups[i]`` = the document of row i.
 
+    ``queries`` ``(m, d)``: optional pseudo-query vectors (e.g. a sentence cut from row ``query_rows[j]``);
+    each is trained to rank the batch's rows as the dense vectors do, and to reconstruct.
     Returns the adapted head (on CPU, eval mode) and an :class:`AdaptReport`. ``head`` is not modified.
     """
     from tqdm.auto import tqdm
@@ -175,6 +214,15 @@ def adapt_head(
     data = torch.from_numpy(_unit(x[live]))
     grp = np.asarray(groups)[live] if groups is not None else None
     held = data[torch.from_numpy(rng.choice(len(data), size=min(len(data), 2048), replace=False))]
+    qdata, qsrc = None, None
+    if queries is not None and len(queries):
+        position = np.full(len(x), -1, dtype=np.int64)
+        position[live] = np.arange(len(live))
+        qsrc = position[np.asarray(query_rows, dtype=np.int64)]
+        keep = (qsrc >= 0) & (np.abs(np.asarray(queries)).sum(axis=1) > 0)
+        qdata, qsrc = torch.from_numpy(_unit(np.asarray(queries, dtype=np.float32)[keep])), qsrc[keep]
+        if not len(qsrc):
+            qdata, qsrc = None, None
 
     model = CSRHead(head.d, head.h)
     if cfg.init == "scratch":
@@ -198,6 +246,11 @@ def adapt_head(
     for step in bar:
         k = annealed_k(step, total, max(k_init, cfg.k), cfg.k, cfg.anneal_frac)
         items, n_pairs = batches.next()
+        q_idx = None
+        if qdata is not None:  # half of the fill: the documents the pseudo-queries were cut from
+            n_q = min(len(qsrc), (len(items) - 2 * n_pairs) // 2)
+            q_idx = rng.choice(len(qsrc), size=n_q, replace=False)
+            items[2 * n_pairs:2 * n_pairs + n_q] = qsrc[q_idx]
         xb = data[torch.from_numpy(items)].to(device)
         pre = model.pre_activation(xb)
         c4 = _sparse_code(pre, min(4 * k, model.h))  # sorted: its first k columns are the k-code
@@ -213,6 +266,15 @@ def adapt_head(
                 ce = _sparse_code(pre, e)
                 loss = loss + normalized_mse(xb, _decode(model.W, model.b_pre, ce))
                 codes.append(_dense(ce, model.h))
+        if q_idx is not None and len(q_idx):
+            xq = qdata[torch.from_numpy(q_idx)].to(device)
+            pre_q = model.pre_activation(xq)
+            for i, e in enumerate([k] + [e for e in extra if e != k]):
+                cq = _sparse_code(pre_q, e)
+                if i == 0:
+                    loss = loss + normalized_mse(xq, _decode(model.W, model.b_pre, cq))
+                loss = loss + cfg.query_weight * cross_distill_loss(xq, xb, _dense(cq, model.h), codes[i],
+                                                                    cfg.distill_temperature)
         for zk in codes:
             if n_pairs and cfg.contrastive_weight:
                 loss = loss + cfg.contrastive_weight * infonce_loss(zk[:n_pairs], zk[n_pairs:2 * n_pairs],

@@ -30,6 +30,11 @@ def _find(folder: Path, stem: str) -> Path:
     raise CSRAdapterError(f"{folder}: no {stem}.jsonl or {stem}.jsonl.gz (not a BEIR folder)")
 
 
+def corpus_file(folder: str | Path) -> Path:
+    """A BEIR folder's ``corpus.jsonl`` or ``corpus.jsonl.gz``."""
+    return _find(Path(folder), "corpus")
+
+
 def read_jsonl(path: Path) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
     rows = []

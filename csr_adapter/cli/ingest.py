@@ -80,6 +80,8 @@ def _show(path: str) -> str:
               help="Adapt the head to this corpus even when small, and re-adapt an existing collection "
                    "(rebuilt beside it from cached vectors, then switched).")
 @click.option("--no-adapt", is_flag=True, help="Keep --model (or the shipped default) as it is.")
+@click.option("--adapt-steps", type=click.IntRange(min=1), default=None,
+              help="Most optimiser steps of the adaptation (bounds its time; default 1500).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @device_option
 @threads_option
@@ -88,7 +90,7 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
            model: str | None, k: int | None, batch_size: int, recreate: bool, prune: bool, hybrid: bool,
            idf: bool, with_fallback: bool, text_field: str, max_file_mb: float, follow_links: bool,
            overlap: int | None, budget: str, avg_k: int | None, k_min: int | None, k_max: int | None,
-           adapt: bool | None, no_adapt: bool,
+           adapt: bool | None, no_adapt: bool, adapt_steps: int | None,
            no_progress: bool, device: str, threads: int, as_json: bool) -> None:
     """Encode PATH (folder, file, or - for JSONL on stdin) into a collection; re-runs add only what changed.
 
@@ -106,12 +108,12 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
                                              follow_links=follow_links))
     set_threads(threads)
     col = Collection(collection, backend=backend, path=store, url=url, api_key=api_key, model=model, device=device,
-                     threads=threads or None, echo=lambda m: click.echo(m, err=True))
+                     threads=threads or None, echo=(lambda m: None) if as_json else (lambda m: click.echo(m, err=True)))
     try:
         report = col.ingest(corpus, k=k, adapt=False if no_adapt else adapt, recreate=recreate, prune=prune,
                             hybrid=hybrid, idf=idf, with_fallback=with_fallback, batch_size=batch_size,
                             overlap=overlap, budget=budget, avg_k=avg_k, k_min=k_min, k_max=k_max,
-                            progress=not (no_progress or as_json))
+                            adapt_config=adapt_settings(adapt_steps), progress=not (no_progress or as_json))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--k/--overlap") from None
     report.total_seconds = time.perf_counter() - start
@@ -137,6 +139,15 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
     click.echo(f"  time       {report.total_seconds:.1f} s in all; ingest {report.seconds:.1f} s "
                f"({report.chunks_per_s:.1f} chunks/s; encode {report.encode_seconds:.1f} s, "
                f"index {report.upsert_seconds:.2f} s)")
+
+
+def adapt_settings(steps: int | None):
+    """An ``AdaptConfig`` bounded to ``steps`` optimiser steps (None = the defaults)."""
+    if steps is None:
+        return None
+    from ..training.adapt import AdaptConfig
+
+    return AdaptConfig(min_steps=min(steps, AdaptConfig.min_steps), max_steps=steps)
 
 
 def parse_filters(items: tuple[str, ...]) -> dict[str, list]:
@@ -228,6 +239,7 @@ def search(query: str | None, queries_file: str | None, backend: str, collection
     set_threads(threads)
     col = Collection(collection, backend=backend, path=store, url=url, api_key=api_key, model=model, device=device,
                      threads=threads or None)
+    enc = col.encoder  # the collection's own model unless --model (resolved before the engine is opened)
     be = col.open_backend()
     fallback = None
     try:
@@ -235,8 +247,7 @@ def search(query: str | None, queries_file: str | None, backend: str, collection
             raise CollectionMismatchError(f"collection {collection!r} has no dense vectors: re-ingest with --hybrid")
         if hybrid and not hasattr(be, "hybrid_search"):
             raise CollectionMismatchError(f"--hybrid: the {backend} backend has no hybrid search")
-        enc = col.encoder
-        col._check_model(enc, be.meta)
+        col.check_model(enc, be.meta)
         try:
             k = check_k(be.meta.k if k is None else k, enc.h)
         except ValueError as exc:

@@ -112,7 +112,8 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
     from ..server.collections import open_collections
 
     searchers = open_collections(encoder, collections, backend=backend, path=store_path, url=url,
-                                 api_key=qdrant_api_key, threads=threads or None, fallback=not no_fallback)
+                                 api_key=qdrant_api_key, threads=threads or None, fallback=not no_fallback,
+                                 own_model=model is None)
     app = create_app(encoder, searchers, config, model_name=model or "csr-adapter/default_model")
     click.echo(f"csr-adapter serving {encoder.config.backbone} (h={encoder.h}, k={encoder.k}) "
                f"on http://{host}:{port}  (docs at /docs)", err=True)

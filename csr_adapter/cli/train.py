@@ -141,19 +141,37 @@ def _format_rows(rows: list[dict]) -> list[str]:
                    "the corpus.")
 @click.option("--no-dense", is_flag=True, help="Skip the dense backbone reference row.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Embedding cache folder.")
+@click.option("--adapt", "adapt", is_flag=True,
+              help="Also adapt the model to the corpus text (never its queries or qrels), as ingest does, "
+                   "and report its rows beside the model's.")
+@click.option("--adapt-steps", type=click.IntRange(min=1), default=None, help="Most adaptation steps.")
 @device_option
 @threads_option
 @json_option
 def eval_cmd(data: str, model: str | None, ks: str | None, split: str, budget: str, no_dense: bool,
-             cache_dir: str | None, device: str, threads: int, as_json: bool) -> None:
-    """nDCG@10, Recall@100, active dims, dead latents and posting-list skew on a BEIR split, per k."""
+             cache_dir: str | None, adapt: bool, adapt_steps: int | None, device: str, threads: int,
+             as_json: bool) -> None:
+    """nDCG@10, Recall@100, active dims, dead latents and posting-list skew on a BEIR split, per k.
+
+    With --adapt, a head is first adapted on the corpus text alone (its chunks, cut as ingest cuts them),
+    exactly what `ingest` would store for this corpus, and scored beside the model."""
     from ..budget import eval_ks, format_active
     from ..training.beir import load_beir
     from ..training.evaluate import evaluate_beir
     from .options import load_encoder
 
-    beir = load_beir(data, split=split)
     enc = load_encoder(model, device, threads)
+    adapted = None
+    if adapt:  # before the queries are even read: adaptation sees the corpus file only
+        from ..collection import adapt_to_corpus
+        from ..corpus import read_corpus
+        from ..training.beir import corpus_file
+        from .ingest import adapt_settings
+
+        adapted, summary = adapt_to_corpus(enc, read_corpus(corpus_file(data)), config=adapt_settings(adapt_steps),
+                                           force=True, progress=not as_json,
+                                           echo=lambda m: click.echo(m, err=True))
+    beir = load_beir(data, split=split)
     k_list = eval_ks(enc, budget, _parse_ks(ks) if ks else None)
     bad = [k for k in k_list if k > enc.h]
     if bad:
@@ -163,6 +181,12 @@ def eval_cmd(data: str, model: str | None, ks: str | None, split: str, budget: s
                          show_progress_bar=not as_json, budget=budget)
     result = {"data": str(data), "split": split, "model": model or "default", "model_id": enc.model_id,
               "budget": budget, "queries": len(beir.qrels), "docs": len(beir.corpus), "rows": rows}
+    if adapted is not None:
+        from ..training.evaluate import embed_beir, evaluate_sparse
+
+        docs, queries = embed_beir(enc, beir, cache_dir, show_progress_bar=False)
+        result["adapted"] = {"model_id": adapted.model_id, "adapt": summary,
+                             "rows": evaluate_sparse(adapted, docs, queries, beir, k_list)}
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -170,3 +194,8 @@ def eval_cmd(data: str, model: str | None, ks: str | None, split: str, budget: s
                f"model {result['model']} ({enc.model_id}{', finetuned backbone' if fine_tuned else ''})")
     for line in _format_rows(rows) + format_active(rows, budget):
         click.echo(line)
+    if adapted is not None:
+        click.echo(f"adapted to the corpus text ({summary['chunks']} chunks, {summary['seconds']:.1f} s; "
+                   f"model {adapted.model_id}, what ingest would store):")
+        for line in _format_rows(result["adapted"]["rows"])[1:]:
+            click.echo(line)

@@ -14,8 +14,19 @@ from ..integrations.base import CollectionMismatchError
 
 
 def open_collection(encoder, name: str, backend: str = "qdrant", path: str | None = None, url: str | None = None,
-                    api_key: str | None = None, threads: int | None = None, fallback: bool = True):
-    """One collection as a ``FallbackSearcher`` (its ``k`` = the collection's k)."""
+                    api_key: str | None = None, threads: int | None = None, fallback: bool = True,
+                    own_model: bool = False):
+    """One collection as a ``FallbackSearcher`` (its ``k`` = the collection's k).
+
+    ``own_model``: a collection built with another model (e.g. adapted at ingest) is served with that
+    model, loaded from the collection's model store and sharing ``encoder``'s backbone; otherwise a
+    model mismatch is refused.
+    """
+    if own_model:
+        from ..collection import Collection
+
+        return Collection(name, backend=backend, path=path, url=url, api_key=api_key, threads=threads,
+                          device=str(encoder.device), share=encoder).searcher(fallback)
     from ..integrations.fallback import FallbackSearcher, open_fallback
     from ..integrations.registry import open_backend
 

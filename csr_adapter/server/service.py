@@ -86,12 +86,16 @@ class Service:
             raise ApiError(413, f"query has {len(req.query)} characters; at most {self.config.max_chars}")
         if req.top_k > self.config.max_top_k:
             raise ApiError(422, f"top_k={req.top_k} exceeds the limit {self.config.max_top_k}")
-        k = self.check_k(req.k) or getattr(searcher, "k", None) or self.encoder.k
+        enc = getattr(searcher, "encoder", None) or self.encoder  # a collection may own its (adapted) model
+        k = self.check_k(req.k) or getattr(searcher, "k", None) or enc.k
         sparse = getattr(searcher, "sparse", None) is not None
-        job = EncodeJob([self.encoder.config.query_prefix + req.query], k=k if sparse else None, dense=True,
+        own = enc is not self.encoder
+        job = EncodeJob([enc.config.query_prefix + req.query], k=k if sparse and not own else None, dense=True,
                         normalize=False, raw=True)
         result = await self.run(job)
         code = result.sparse[0] if result.sparse else None
+        if sparse and own:  # the shared backbone's vector through the collection's own head
+            code = enc.sparsify(result.dense[:1], k, role="query")[0]
         loop = asyncio.get_running_loop()
         try:
             answer = await asyncio.wait_for(loop.run_in_executor(

@@ -1,0 +1,170 @@
+"""Corpus adaptation: ingest adapts, the collection owns its model, search/eval/serve pick it up (real parts)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from csr_adapter.cli import cli
+
+STEPS = "25"  # adaptation steps in these tests (the default is bounded by epochs, 300..1500)
+
+
+def run(*args, input: str | None = None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, scifact_slice):
+    """120 real SciFact abstracts, one file each."""
+    folder = tmp_path_factory.mktemp("adapt") / "docs"
+    folder.mkdir()
+    for doc_id, text in list(scifact_slice["docs"].items())[:120]:
+        (folder / f"{doc_id}.txt").write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ingested(corpus, tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    result = run("ingest", corpus, "--path", store, "--adapt", "--adapt-steps", STEPS, "--json")
+    assert result.exit_code == 0, result.output
+    return store, json.loads(result.output)
+
+
+def test_encoder_adapt_returns_a_savable_fitted_model(encoder, scifact_slice, tmp_path):
+    from csr_adapter import CSREncoder
+    from csr_adapter.training.adapt import AdaptConfig
+
+    texts = list(scifact_slice["docs"].values())[:80]
+    adapted = encoder.adapt(texts, config=AdaptConfig(min_steps=20, max_steps=20))
+    assert adapted.model_id != encoder.model_id and adapted.backbone is encoder.backbone
+    report = adapted.config.training["adapt_report"]
+    assert report["steps"] == 20 and report["recon_after"] < report["recon_before"]
+    assert adapted.config.training["base_model_id"] == encoder.model_id
+    codes = adapted.encode_documents(texts[:3], k=8)
+    assert codes.mean_nnz == 8 and not np.array_equal(codes.indices, encoder.encode_documents(texts[:3]).indices)
+    reloaded = CSREncoder.from_pretrained(adapted.save_pretrained(tmp_path / "m"), device="cpu")
+    assert reloaded.model_id == adapted.model_id
+    with pytest.raises(ValueError, match="at least 2"):
+        encoder.adapt(["only one text"])
+
+
+def test_ingest_adapts_and_search_uses_the_collection_model(ingested, corpus, encoder, scifact_slice):
+    store, report = ingested
+    adapt = report["adapt"]
+    assert adapt["adapted"] and adapt["model_id"] != encoder.model_id
+    assert report["backend"]["meta"]["model_id"] == adapt["model_id"]
+    assert (store / ".models" / adapt["model_id"] / "head.safetensors").is_file()
+    doc_id, text = list(scifact_slice["docs"].items())[7]
+    found = run("search", text[:300], "--path", store, "--json", "--top-k", "3")  # no --model: the stored one
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.output)[0]["payload"]["source"].endswith(f"{doc_id}.txt")
+    again = run("ingest", corpus, "--path", store, "--json")  # re-ingest keeps the stored head
+    assert again.exit_code == 0, again.output
+    second = json.loads(again.output)
+    assert second["written"] == 0 and second["adapt"] is None
+    assert second["backend"]["meta"]["model_id"] == adapt["model_id"]
+
+
+def test_search_queries_file_writes_one_json_line_per_query(ingested, scifact_slice, tmp_path):
+    store, _ = ingested
+    queries = list(scifact_slice["queries"].items())[:3]
+    file = tmp_path / "q.jsonl"
+    file.write_text("\n".join(json.dumps({"id": q, "text": t}) for q, t in queries) + "\n", encoding="utf-8")
+    result = run("search", "--queries", file, "--path", store, "--top-k", "4")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert [r["id"] for r in lines] == [q for q, _ in queries]
+    assert all(1 <= len(r["hits"]) <= 4 and r["hits"][0]["rank"] == 1 for r in lines)
+    plain = run("search", "--queries", "-", "--path", store, input="vitamin d\n\nbone density\n")
+    assert [json.loads(x)["id"] for x in plain.output.strip().splitlines()] == ["1", "3"]
+    both = run("search", "q", "--queries", file, "--path", store)
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_adapt_on_existing_collection_rebuilds_beside_and_switches(corpus, tmp_path):
+    work = tmp_path / "docs"
+    shutil.copytree(corpus, work)
+    store = tmp_path / "store"
+    first = json.loads(run("ingest", work, "--path", store, "--adapt", "--adapt-steps", STEPS, "--json").output)
+    (work / "extra.txt").write_text("Mitochondrial DNA copy number in ageing muscle fibres. " * 3)
+    redo = run("ingest", work, "--path", store, "--adapt", "--adapt-steps", "15", "--json")
+    assert redo.exit_code == 0, redo.output
+    second = json.loads(redo.output)
+    assert second["adapt"]["model_id"] != first["adapt"]["model_id"]
+    assert second["backend"]["meta"]["model_id"] == second["adapt"]["model_id"]
+    assert second["points"] == first["points"] + 1
+    assert sorted(p.name for p in store.iterdir() if not p.name.startswith(".")) == ["csr"]
+    hit = json.loads(run("search", "mitochondrial DNA ageing muscle", "--path", store, "--json").output)[0]
+    assert hit["payload"]["source"].endswith("extra.txt")
+
+
+def test_no_adapt_small_corpus_and_flag_conflict(encoder, tmp_path):
+    docs = tmp_path / "small"
+    docs.mkdir()
+    for i in range(4):
+        (docs / f"d{i}.txt").write_text(f"note {i} about enzymes and kinetics " * (i + 1))
+    small = json.loads(run("ingest", docs, "--path", tmp_path / "a", "--json").output)
+    assert small["adapt"] == {"adapted": False, "chunks": 4, "reason": "corpus too small"}
+    assert small["backend"]["meta"]["model_id"] == encoder.model_id
+    kept = json.loads(run("ingest", docs, "--path", tmp_path / "b", "--no-adapt", "--json").output)
+    assert kept["adapt"] is None and kept["backend"]["meta"]["model_id"] == encoder.model_id
+    both = run("ingest", docs, "--path", tmp_path / "c", "--adapt", "--no-adapt")
+    assert both.exit_code == 2 and "exclusive" in both.output
+    assert not (tmp_path / "c").exists()
+
+
+def test_missing_stored_model_is_a_one_line_error(corpus, tmp_path):
+    store = tmp_path / "store"
+    report = json.loads(run("ingest", corpus, "--path", store, "--adapt", "--adapt-steps", "10", "--json").output)
+    shutil.rmtree(store / ".models" / report["adapt"]["model_id"])
+    result = run("search", "cells", "--path", store)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "not stored locally" in lines[0] and "--model DIR" in lines[0]
+    assert run("ingest", corpus, "--path", store).exit_code == 1  # nothing re-encoded with another head
+
+
+def test_client_collection_owns_its_model(corpus, tmp_path, monkeypatch, encoder):
+    from qdrant_client import QdrantClient
+
+    from csr_adapter import open_collection
+    from csr_adapter.training.adapt import AdaptConfig
+
+    monkeypatch.setenv("CSR_ADAPTER_HOME", str(tmp_path / "home"))
+    client = QdrantClient(":memory:")
+    col = open_collection("docs", client=client, device="cpu")
+    report = col.ingest(corpus, adapt=True, adapt_config=AdaptConfig(min_steps=10, max_steps=10), progress=False)
+    model_id = report.adapt["model_id"]
+    assert (tmp_path / "home" / "models" / model_id / "config.json").is_file()
+    fresh = open_collection("docs", client=client, device="cpu")  # a new handle finds the model by its id
+    assert fresh.encoder.model_id == model_id and fresh.count() == report.points
+    hits = fresh.search("vitamin D", top_k=3)
+    assert 1 <= len(hits) <= 3 and all(h.served_by == "sparse" for h in hits)
+    fit = fresh.fit_report(sample=50)
+    assert fit["k"] == 8 and 0 <= fit["recon_nmse"] < 1 and 0 <= fit["dead_pct"] <= 100
+
+
+def test_eval_adapt_trains_on_the_corpus_file_only(corpus, scifact_slice, tmp_path):
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    docs = {d: t for d, t in list(scifact_slice["docs"].items())[:120]}
+    (beir / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": d, "text": t}) for d, t in docs.items()))
+    qids = [q for q, rel in scifact_slice["qrels"].items() if set(rel) & set(docs)][:10]
+    (beir / "queries.jsonl").write_text("\n".join(json.dumps({"_id": q, "text": scifact_slice["queries"][q]})
+                                                  for q in qids))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t1\n" for q in qids for d in scifact_slice["qrels"][q] if d in docs))
+    result = run("eval", "--data", beir, "--adapt", "--adapt-steps", "10", "--k", "2,8", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert [r["k"] for r in out["adapted"]["rows"]] == [2, 8] and out["adapted"]["rows"][1]["ndcg@10"] > 0
+    # ingest of the corpus file alone (it never sees queries) stores exactly the model eval adapted
+    ingest = json.loads(run("ingest", beir / "corpus.jsonl", "--path", tmp_path / "s", "--adapt",
+                            "--adapt-steps", "10", "--json").output)
+    assert ingest["adapt"]["model_id"] == out["adapted"]["model_id"]
