@@ -132,8 +132,10 @@ class Collection:
         from .integrations.base import CollectionMismatchError
 
         if meta is not None and meta.model_id and enc.model_id != meta.model_id:
-            raise CollectionMismatchError(f"collection {self.name!r} was built with model {meta.model_id}, this is "
-                                          f"{enc.model_id}: pass the same --model, or none to use the collection's own")
+            raise CollectionMismatchError(
+                f"collection {self.name!r} was built with another model or vector config (model_id {meta.model_id} "
+                f"!= {enc.model_id}, stored != requested): pass the same --model (or none: the collection's own), "
+                "or --recreate")
 
     # -- ingest ---------------------------------------------------------------------------------------
     def ingest(self, corpus, *, k: int | None = None, adapt: bool | None = None, recreate: bool = False,

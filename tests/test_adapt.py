@@ -168,3 +168,17 @@ def test_eval_adapt_trains_on_the_corpus_file_only(corpus, scifact_slice, tmp_pa
     ingest = json.loads(run("ingest", beir / "corpus.jsonl", "--path", tmp_path / "s", "--adapt",
                             "--adapt-steps", "10", "--json").output)
     assert ingest["adapt"]["model_id"] == out["adapted"]["model_id"]
+
+
+def test_info_on_a_collection_reports_its_model_and_fit(ingested):
+    store, report = ingested
+    result = run("info", "--collection", "csr", "--path", store, "--json", "--sample", "60")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["adapted"] and data["meta"]["model_id"] == report["adapt"]["model_id"]
+    assert data["points"] == report["points"] and data["fit"]["rows"] == 60
+    assert 0 <= data["fit"]["recon_nmse"] < 1 and "recon_nmse_at_adaptation" in data["fit"]
+    text = run("info", "--collection", "csr", "--path", store, "--sample", "60")
+    assert "adapted to its corpus" in text.output and "reconstruction error" in text.output
+    missing = run("info", "--collection", "nope", "--path", store)
+    assert missing.exit_code == 1 and "does not exist" in missing.output

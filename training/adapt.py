@@ -200,7 +200,17 @@ def adapt_head(
     ``queries`` ``(m, d)``: optional pseudo-query vectors (e.g. a sentence cut from row ``query_rows[j]``);
     each is trained to rank the batch's rows as the dense vectors do, and to reconstruct.
     Returns the adapted head (on CPU, eval mode) and an :class:`AdaptReport`. ``head`` is not modified.
+    Deterministic: the same inputs and settings give the same head (so the same model id).
     """
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)  # gather's backward sums in a fixed order
+    try:
+        return _adapt_head(head, x, cfg, groups, progress, device, on_step, queries, query_rows)
+    finally:
+        torch.use_deterministic_algorithms(was)
+
+
+def _adapt_head(head, x, cfg, groups, progress, device, on_step, queries, query_rows):
     from tqdm.auto import tqdm
 
     start = time.perf_counter()

@@ -15,13 +15,60 @@ def _files(directory: Path) -> list[dict]:
             for p in sorted(directory.rglob("*")) if p.is_file()]
 
 
+def collection_info(name: str, backend: str, store: str | None, url: str | None, api_key: str | None,
+                    device: str, sample: int) -> dict:
+    """A collection's metadata, its model and how well that model's head fits what the collection holds."""
+    from ..collection import Collection
+    from ..model_store import find_model
+
+    col = Collection(name, backend=backend, path=store, url=url, api_key=api_key, device=device)
+    meta = col.meta()
+    if meta is None:
+        from ..integrations.base import CollectionNotFoundError
+
+        raise CollectionNotFoundError(f"collection {name!r} does not exist (ingest into it first)")
+    enc = col.encoder
+    where = find_model(meta.model_id, col.path if col.embedded else None)
+    training = enc.config.training or {}
+    return {"collection": name, "points": col.count(), "meta": meta.to_dict(),
+            "model_dir": str(where) if where else "shipped default",
+            "adapted": training.get("method") == "CSRv2 corpus adaptation",
+            "fit": col.fit_report(sample=sample)}
+
+
 @click.command()
 @click.argument("model", required=False, type=click.Path(file_okay=False))
+@click.option("--collection", default=None, help="Show this collection: its model and how well it fits the corpus.")
+@click.option("--backend", default="qdrant", show_default=True, help="Backend holding --collection.")
+@click.option("--path", "store", type=click.Path(file_okay=False), default=None, help="Embedded storage root.")
+@click.option("--url", envvar="QDRANT_URL", default=None, help="Qdrant server URL (env QDRANT_URL).")
+@click.option("--api-key", envvar="QDRANT_API_KEY", default=None, help="Qdrant API key (env QDRANT_API_KEY).")
+@click.option("--sample", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Points sampled for the collection's fit report.")
 @device_option
 @json_option
-def info(model: str | None, device: str, as_json: bool) -> None:
-    """Show a model's backbone, d, h, default k, files and sizes (default: the shipped model)."""
+def info(model: str | None, collection: str | None, backend: str, store: str | None, url: str | None,
+         api_key: str | None, sample: int, device: str, as_json: bool) -> None:
+    """Show a model's backbone, d, h, default k, files and sizes (default: the shipped model), or with
+    --collection a collection's model and how well its head fits the collection's current corpus
+    (reconstruction error and dead latents on a sample: re-adapt with `ingest --adapt` when it drifts)."""
     from ..encoder import DEFAULT_MODEL_DIR
+
+    if collection is not None:
+        data = collection_info(collection, backend, store, url, api_key, device, sample)
+        if as_json:
+            click.echo(json.dumps(data, indent=2))
+            return
+        fit, meta = data["fit"], data["meta"]
+        click.echo(f"collection   {data['collection']} ({data['points']} points, k={meta['k']}, h={meta['h']})")
+        click.echo(f"model        {meta['model_id']} ({'adapted to its corpus' if data['adapted'] else 'not adapted'})"
+                   f"  {data['model_dir']}")
+        if fit.get("rows"):
+            then = fit.get("recon_nmse_at_adaptation")
+            click.echo(f"fit now      reconstruction error {fit['recon_nmse']:.3f}"
+                       + (f" (at adaptation {then:.3f})" if then is not None else "")
+                       + f", dead latents {fit['dead_pct']:.1f}% on {fit['rows']} sampled chunks")
+        return
 
     enc = load_encoder(model, device)
     directory = Path(model) if model else DEFAULT_MODEL_DIR
