@@ -122,7 +122,12 @@ def test_no_adapt_small_corpus_and_flag_conflict(encoder, tmp_path):
 def test_missing_stored_model_is_a_one_line_error(corpus, tmp_path):
     store = tmp_path / "store"
     report = json.loads(run("ingest", corpus, "--path", store, "--adapt", "--adapt-steps", "10", "--json").output)
-    shutil.rmtree(store / ".models" / report["adapt"]["model_id"])
+    model_dir = store / ".models" / report["adapt"]["model_id"]
+    (model_dir / "head.safetensors").write_bytes(b"not a safetensors file")
+    corrupt = run("search", "cells", "--path", store)
+    assert corrupt.exit_code == 1 and len(corrupt.output.strip().splitlines()) == 1
+    assert "stored model is unusable" in corrupt.output and "--model DIR" in corrupt.output
+    shutil.rmtree(model_dir)
     result = run("search", "cells", "--path", store)
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
@@ -182,3 +187,36 @@ def test_info_on_a_collection_reports_its_model_and_fit(ingested):
     assert "adapted to its corpus" in text.output and "reconstruction error" in text.output
     missing = run("info", "--collection", "nope", "--path", store)
     assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+def test_serve_and_langchain_use_the_collection_model(ingested, encoder, scifact_slice):
+    import httpx
+
+    from csr_adapter.integrations.langchain import CSRRetriever, CSRSparseEmbeddings
+    from csr_adapter.server import create_app
+    from csr_adapter.server.collections import open_collections
+    from csr_adapter.server.testing import serve_in_thread
+
+    store, report = ingested
+    model_id = report["adapt"]["model_id"]
+    doc_id, text = list(scifact_slice["docs"].items())[11]
+    searchers = open_collections(encoder, ["csr"], path=str(store), own_model=True)
+    try:
+        assert searchers["csr"].encoder.model_id == model_id
+        assert searchers["csr"].encoder.backbone is encoder.backbone  # the adapted head shares the backbone
+        with serve_in_thread(create_app(encoder, searchers)) as url:
+            body = httpx.post(url + "/search", json={"query": text[:300], "top_k": 3}, timeout=60).json()
+            assert body["hits"][0]["payload"]["source"].endswith(f"{doc_id}.txt")
+    finally:
+        for searcher in searchers.values():
+            searcher.close()
+    with pytest.raises(Exception, match="pass the same --model"):
+        open_collections(encoder, ["csr"], path=str(store))  # without own_model a mismatch is refused
+    sparse = CSRSparseEmbeddings.from_collection("csr", path=str(store), device="cpu")
+    assert sparse.encoder.model_id == model_id and sparse.k == 8
+    retriever = CSRRetriever.from_collection("csr", path=str(store), device="cpu", k=2)
+    try:
+        docs = retriever.invoke(text[:300])
+        assert len(docs) == 2 and docs[0].metadata["source"].endswith(f"{doc_id}.txt")
+    finally:
+        retriever.searcher.close()
