@@ -215,7 +215,7 @@ class Collection:
         try:
             with DenseStore(enc, enc.config.document_prefix) as store:
                 report = ingest_corpus(enc, be, corpus, k=k, batch_size=batch_size,
-                                       hybrid=hybrid or getattr(be, "needs_dense", False), prune=prune,
+                                       hybrid=hybrid or be.needs_dense, prune=prune,
                                        chunker=chunker, progress=progress, budget=budget, k_min=k_min,
                                        k_max=k_max, dense_store=store)
         finally:
@@ -279,7 +279,7 @@ class Collection:
         be = self.open_backend()
         try:
             self.check_model(enc, be.meta)
-            if getattr(be, "needs_dense", False):
+            if be.needs_dense:
                 return FallbackSearcher(self.encoder, None, be, k=be.meta.k)
             dense = open_fallback(self.name, self.path, self.threads) if fallback else None
             return FallbackSearcher(self.encoder, be, dense, k=be.meta.k)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .corpus import Chunk, Chunker, Corpus, Document, Skip
-from .integrations.base import Point
+from .integrations.base import Point, capabilities_of
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "csr-adapter/points")
 STATE_FIELDS = ["source", "file", "content_hash", "n_chunks"]
@@ -224,7 +224,7 @@ def ingest_corpus(
     t0 = time.perf_counter()
     if work.stale or work.pruned:
         backend.delete(work.stale + work.pruned)
-    if (work.todo or work.stale or work.pruned) and hasattr(backend, "optimize"):
+    if (work.todo or work.stale or work.pruned) and "optimize" in capabilities_of(backend):
         backend.optimize()
     t_upsert += time.perf_counter() - t0
     return IngestReport(

@@ -229,7 +229,7 @@ def search(query: str | None, queries_file: str | None, backend: str, collection
     """
     from ..collection import Collection
     from ..head import check_k
-    from ..integrations.base import CollectionMismatchError
+    from ..integrations.base import CollectionMismatchError, require_capability
     from ..runtime import set_threads
 
     if (query is None) == (queries_file is None):
@@ -245,8 +245,8 @@ def search(query: str | None, queries_file: str | None, backend: str, collection
     try:
         if hybrid and not be.meta.d:
             raise CollectionMismatchError(f"collection {collection!r} has no dense vectors: re-ingest with --hybrid")
-        if hybrid and not hasattr(be, "hybrid_search"):
-            raise CollectionMismatchError(f"--hybrid: the {backend} backend has no hybrid search")
+        if hybrid:
+            require_capability(be, "hybrid", "--hybrid")
         col.check_model(enc, be.meta)
         try:
             k = check_k(be.meta.k if k is None else k, enc.h)
