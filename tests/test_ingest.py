@@ -182,7 +182,8 @@ def test_kill_and_resume_equals_clean_run(encoder, small_scifact, tmp_path):
     cmd = [sys.executable, "-c", "from csr_adapter.cli import main; main()", "ingest", str(folder),
            "--path", str(tmp_path / "killed"), "--collection", "c", "--batch-size", "2"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            env={**os.environ, "HF_HUB_OFFLINE": "1",  # an empty vector cache: really encode
+                                 "CSR_ADAPTER_CACHE": str(tmp_path / "cache")})
     seen = []
 
     def watch():
