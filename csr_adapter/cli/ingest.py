@@ -18,8 +18,8 @@ def backend_options(fn):
     """--backend, --collection, --path, --url, --api-key (shared by ingest and search)."""
     for option in reversed([
         click.option("--backend", default="qdrant", show_default=True,
-                     help="Index backend: qdrant (embedded Qdrant Edge, or a server with --url), "
-                          "or faiss (dense-only, under ./.csr-adapter/faiss)."),
+                     help="Index backend: qdrant (embedded Qdrant Edge, or a server with --url), milvus "
+                          "(milvus-lite, or a server with MILVUS_URI), or faiss (dense-only, ./.csr-adapter/faiss)."),
         click.option("--collection", default="csr", show_default=True, help="Collection name."),
         click.option("--path", "store", type=click.Path(file_okay=False), default=None,
                      help="Embedded storage root; the collection lives in DIR/<collection>. "
