@@ -382,8 +382,12 @@ def adapt_to_corpus(base, corpus, *, k: int | None = None, overlap: int | None =
     from .training.adapt import AdaptConfig, pseudo_queries
 
     cfg = config or AdaptConfig()
+    import time
+
+    t0 = time.perf_counter()
     with DenseStore(base, base.config.document_prefix) as store:
         dense = store.encode(texts, batch_size=batch_size, progress=progress, desc="embed")
+    embed_s = time.perf_counter() - t0
     queries, rows = None, None
     if cfg.pseudo_queries > 0:
         snippets, rows = pseudo_queries(texts, cfg.pseudo_queries, cfg.seed)
@@ -392,7 +396,7 @@ def adapt_to_corpus(base, corpus, *, k: int | None = None, overlap: int | None =
     enc = base.adapt(dense=dense, groups=groups, k=k, config=cfg, progress=progress, queries=queries,
                      query_rows=rows)
     rep = enc.config.training["adapt_report"]
-    return enc, {"adapted": True, "chunks": len(texts), "model_id": enc.model_id, **rep}
+    return enc, {"adapted": True, "chunks": len(texts), "model_id": enc.model_id, "embed_seconds": embed_s, **rep}
 
 
 def open_collection(name: str = "csr", **options: Any) -> Collection:

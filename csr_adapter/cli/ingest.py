@@ -134,7 +134,7 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
             click.echo(f"             ... {len(report.skipped) - 5} more (--json lists all)")
     if report.adapt and report.adapt.get("adapted"):
         click.echo(f"  adapted    head fitted to {report.adapt['sampled']} chunks in {report.adapt['seconds']:.1f} s "
-                   f"(model {report.adapt['model_id']})")
+                   f"after embedding them in {report.adapt['embed_seconds']:.1f} s (model {report.adapt['model_id']})")
     click.echo(f"  collection {report.points} points")
     click.echo(f"  time       {report.total_seconds:.1f} s in all; ingest {report.seconds:.1f} s "
                f"({report.chunks_per_s:.1f} chunks/s; encode {report.encode_seconds:.1f} s, "
