@@ -209,6 +209,8 @@ class Collection:
         chunker = Chunker.for_encoder(enc, overlap)
         k = ingest_k(enc, budget, k, avg_k, k_min, k_max)
         meta = CollectionMeta(enc.model_id, enc.h, k, d=enc.d if hybrid else None, idf=idf)
+        if not recreate and self.kind != "faiss" and self._has_fallback(name):
+            with_fallback = True  # every write and delete reaches every index of the collection
         be = self.open_backend(name, meta=meta, recreate=recreate)
         if with_fallback:
             from .integrations.fallback import with_fallback as attach

@@ -389,6 +389,8 @@ def read_corpus(path: str | os.PathLike, opts: ReaderOptions | None = None) -> C
             read.append(os.path.abspath(file))
         except ValueError as exc:
             skipped.append(Skip(str(file), str(exc)))
+            if str(exc) == "empty":  # read fine and holds nothing now: its old points are stale
+                read.append(os.path.abspath(file))
     docs = _dedupe(docs, skipped)
     if not docs:
         why = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in skipped[:3]) or "no files"

@@ -103,3 +103,18 @@ def test_other_model_or_config_is_refused(docs, tmp_path):
     assert json.loads(recreated.output)["backend"]["meta"]["d"] == 384
     fused = run("search", "topic number 2", "--path", store, "--model", other, "--hybrid", "--rrf-k", "10", "--json")
     assert fused.exit_code == 0 and json.loads(fused.output)[0]["served_by"] == "hybrid"
+
+
+def test_emptied_file_and_pruned_file_leave_every_index(docs, tmp_path):
+    store = tmp_path / "store"
+    assert run("ingest", docs, "--path", store, "--with-fallback", "--no-progress").exit_code == 0
+    (docs / "doc3.txt").write_text("")  # emptied in place: its old text must not stay searchable
+    emptied = json.loads(run("ingest", docs, "--path", store, "--json").output)
+    assert emptied["deleted"] == 1 and emptied["points"] == 4
+    (docs / "doc2.txt").unlink()  # pruned without --with-fallback: the FAISS fallback is pruned too
+    pruned = json.loads(run("ingest", docs, "--path", store, "--prune", "--json").output)
+    assert pruned["pruned"] == 1 and pruned["points"] == 3
+    for query in ("Document 3 is about topic number 3", "Document 2 is about topic number 2"):
+        hits = json.loads(run("search", query, "--path", store, "--top-k", "5", "--json").output)
+        sources = {h["payload"]["source"].rsplit("/", 1)[-1] for h in hits}
+        assert sources and not sources & {"doc2.txt", "doc3.txt"}, sources
