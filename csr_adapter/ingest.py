@@ -162,7 +162,11 @@ def plan(corpus: Corpus, chunker: Chunker, state: IndexState, prune: bool = Fals
     pruned = []
     if prune and corpus.root is not None:
         seen, prefix = set(corpus.seen), corpus.root.rstrip(os.sep) + os.sep
-        gone = {src for src, f in files.items() if f.startswith(prefix) and f not in seen}
+        # a folder that could not be read is not gone: never prune what lies under it
+        blocked = tuple(os.path.abspath(s.path).rstrip(os.sep) + os.sep for s in corpus.skipped
+                        if s.reason.startswith("unreadable"))
+        gone = {src for src, f in files.items()
+                if f.startswith(prefix) and f not in seen and not f.startswith(blocked or ("\0",))}
         pruned = [pid for src in sorted(gone) for pid in state.points[src]]
     return Plan(todo, chunks, unchanged, stale, pruned, empty)
 

@@ -214,3 +214,24 @@ def test_kill_and_resume_equals_clean_run(encoder, small_scifact, tmp_path):
     assert sum(len(v) for v in state.points.values()) == total
     clean.close()
     killed.close()
+
+
+def test_prune_keeps_points_under_an_unreadable_folder(encoder, tmp_path):
+    """walk() reports a folder it cannot list as "unreadable directory"; prune must not treat its files as gone.
+    (chmod 000 does not stop root, so the skip walk() would add is added here by hand.)"""
+    from csr_adapter.corpus import Skip
+
+    folder, sub = tmp_path / "docs", tmp_path / "docs" / "sub"
+    sub.mkdir(parents=True)
+    (folder / "a.txt").write_text("alpha document about enzymes")
+    (sub / "b.txt").write_text("beta document about kinases")
+    be = open_qdrant("p", path=tmp_path / "store", meta=meta_for(encoder))
+    assert ingest_corpus(encoder, be, read_corpus(folder), progress=False).points == 2
+    (sub / "b.txt").unlink()
+    corpus = read_corpus(folder)
+    corpus.skipped.append(Skip(str(sub), "unreadable directory (Permission denied)"))
+    kept = ingest_corpus(encoder, be, corpus, prune=True, progress=False)
+    assert (kept.pruned, kept.points) == (0, 2)
+    gone = ingest_corpus(encoder, be, read_corpus(folder), prune=True, progress=False)  # readable and empty now
+    assert (gone.pruned, gone.points) == (1, 1)
+    be.close()
