@@ -53,6 +53,7 @@ class AdaptConfig:
     temperature: float = 0.1
     distill_weight: float = 1.0        # similarity distillation (0 = the plain raw-corpus objective)
     distill_temperature: float = 0.05
+    low_k_weight: float = 1.0          # weight of the extra codes below k (k = 2, 4) in every term
     query_weight: float = 1.0          # pseudo-query -> document similarity distillation (when given)
     pseudo_queries: int = 0            # pseudo-queries cut from the corpus (0 = none: measured no gain when
                                        # warm-started, see benchmarks/results/adapt_dev.md)
@@ -273,12 +274,14 @@ def _adapt_head(head, x, cfg, groups, progress, device, on_step, queries, query_
         loss = (normalized_mse(xb, x_hat) + cfg.recon4k_weight * normalized_mse(xb, _decode(model.W, model.b_pre, c4))
                 + cfg.aux_weight * auxk_loss(pre, xb, x_hat, dead, cfg.k_aux, model.W, model.b_pre))
         z = _dense(ck, model.h)
-        codes = [z]
+        codes, weights = [z], [1.0]
         for e in extra:
             if e != k:
+                w = cfg.low_k_weight if e < cfg.k else 1.0
                 ce = _sparse_code(pre, e)
-                loss = loss + normalized_mse(xb, _decode(model.W, model.b_pre, ce))
+                loss = loss + w * normalized_mse(xb, _decode(model.W, model.b_pre, ce))
                 codes.append(_dense(ce, model.h))
+                weights.append(w)
         if q_idx is not None and len(q_idx):
             xq = qdata[torch.from_numpy(q_idx)].to(device)
             pre_q = model.pre_activation(xq)
@@ -288,12 +291,12 @@ def _adapt_head(head, x, cfg, groups, progress, device, on_step, queries, query_
                     loss = loss + normalized_mse(xq, _decode(model.W, model.b_pre, cq))
                 loss = loss + cfg.query_weight * cross_distill_loss(xq, xb, _dense(cq, model.h), codes[i],
                                                                     cfg.distill_temperature)
-        for zk in codes:
+        for zk, w in zip(codes, weights):
             if n_pairs and cfg.contrastive_weight:
-                loss = loss + cfg.contrastive_weight * infonce_loss(zk[:n_pairs], zk[n_pairs:2 * n_pairs],
-                                                                    cfg.temperature)
+                loss = loss + w * cfg.contrastive_weight * infonce_loss(zk[:n_pairs], zk[n_pairs:2 * n_pairs],
+                                                                        cfg.temperature)
             if cfg.distill_weight:
-                loss = loss + cfg.distill_weight * distill_loss(xb, zk, cfg.distill_temperature)
+                loss = loss + w * cfg.distill_weight * distill_loss(xb, zk, cfg.distill_temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
