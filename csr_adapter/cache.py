@@ -21,10 +21,15 @@ def default_cache_dir() -> Path:
     return Path(root) / "embeddings"
 
 
+def vector_key(encoder, prefix: str = "") -> str:
+    """What fixes a text's backbone vector besides the text: backbone weights, length settings, prefix."""
+    bb = encoder.backbone
+    return f"{bb.fingerprint()}|{bb.max_seq_length}|{bb.truncation_side}|{prefix}"
+
+
 def cache_key(encoder, texts: Sequence[str], prefix: str = "") -> str:
     digest = hashlib.sha256()
-    digest.update(f"{encoder.backbone.fingerprint()}|{encoder.backbone.max_seq_length}|"
-                  f"{encoder.backbone.truncation_side}|{prefix}|{len(texts)}".encode())
+    digest.update(f"{vector_key(encoder, prefix)}|{len(texts)}".encode())
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass"))
         digest.update(b"\0")

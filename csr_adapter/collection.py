@@ -54,7 +54,8 @@ class Collection:
     def __init__(self, name: str = "csr", *, backend: str = "qdrant", path: str | os.PathLike | None = None,
                  url: str | None = None, api_key: str | None = None, model: str | os.PathLike | None = None,
                  device: str = "auto", threads: int | None = None,
-                 echo: Callable[[str], None] | None = None, share=None, client: Any = None) -> None:
+                 echo: Callable[[str], None] | None = None, share=None, client: Any = None,
+                 encoder=None) -> None:
         from .integrations.qdrant import check_collection_name
 
         self.name = check_collection_name(name)
@@ -66,7 +67,8 @@ class Collection:
         self.echo = echo or _echo_default
         self.share = share  # an encoder whose backbone the collection's model may reuse
         self.client = client  # a qdrant_client.QdrantClient to use instead of url (e.g. ":memory:" in tests)
-        self._encoder = None
+        self.fixed = encoder  # a loaded model to use as is (checked against the collection, like --model)
+        self._encoder = encoder
         self._finish_switch()
 
     # -- locations ------------------------------------------------------------------------------------
@@ -119,16 +121,18 @@ class Collection:
     def encoder(self):
         """The collection's model (``--model`` if given, else the one its metadata names)."""
         if self._encoder is None:
-            meta = self.meta()
-            if self.model is not None or meta is None:
-                from .encoder import CSREncoder
-
-                self._encoder = CSREncoder.from_pretrained(self.model, device=self.device)
-            else:
-                from .model_store import load_collection_model
-
-                self._encoder = load_collection_model(meta.model_id, self.path, self.name, self.device, self.share)
+            self._encoder = self._model_for(self.meta())
         return self._encoder
+
+    def _model_for(self, meta):
+        """Load the model for stored ``meta``: ``--model``/the default for a new collection, else its own."""
+        if self.model is not None or meta is None:
+            from .encoder import CSREncoder
+
+            return CSREncoder.from_pretrained(self.model, device=self.device)
+        from .model_store import load_collection_model
+
+        return load_collection_model(meta.model_id, self.path, self.name, self.device, self.share)
 
     def check_model(self, enc, meta) -> None:
         from .integrations.base import CollectionMismatchError
@@ -161,7 +165,9 @@ class Collection:
                                  batch_size=batch_size, overlap=overlap, adapt_config=adapt_config,
                                  prune=prune, progress=progress)
         if meta is not None:
-            enc = self.encoder
+            if self._encoder is None:
+                self._encoder = self._model_for(meta)  # the meta just read: no second open of the engine
+            enc = self._encoder
             self.check_model(enc, meta)
             k = meta.k if k is None and budget == "fixed" else k
             return self._write(enc, corpus, k=k, recreate=False, prune=prune, hybrid=hybrid, idf=idf,
@@ -169,8 +175,7 @@ class Collection:
                                avg_k=avg_k, k_min=k_min, k_max=k_max, progress=progress)
         from .encoder import CSREncoder
 
-        base = self._encoder if self._encoder is not None and self.model is None else \
-            CSREncoder.from_pretrained(self.model, device=self.device)
+        base = self.fixed or CSREncoder.from_pretrained(self.model, device=self.device)
         enc, adapted = base, None
         if adapt is not False:
             enc, adapted = self._adapt(base, corpus, k=k, overlap=overlap, batch_size=batch_size,
@@ -235,7 +240,7 @@ class Collection:
         if not self.embedded:
             raise AdaptError(f"collection {self.name!r} is on a server: re-adapting in place is not supported; "
                              "ingest into a new --collection with --adapt, or --recreate --adapt")
-        base = CSREncoder.from_pretrained(self.model, device=self.device)
+        base = self.fixed or CSREncoder.from_pretrained(self.model, device=self.device)
         enc, adapted = self._adapt(base, corpus, k=k or meta.k, overlap=overlap, batch_size=batch_size,
                                    config=adapt_config, force=True, progress=progress)
         nxt = self.name + NEXT
@@ -332,15 +337,14 @@ class Collection:
         pick = rng.choice(len(texts), size=min(sample, len(texts)), replace=False)
         with DenseStore(enc, enc.config.document_prefix) as store:
             dense = store.encode([texts[i] for i in pick])
-        stats = fit_stats(enc.head.cpu(), dense, k)
-        enc.head.to(enc.device)
+        stats = fit_stats(enc.head, dense, k)
         adapted = (enc.config.training or {}).get("adapt_report")
         if adapted:
             stats["recon_nmse_at_adaptation"] = adapted.get("recon_after")
         return {"k": k, **stats}
 
     def close(self) -> None:
-        self._encoder = None
+        self._encoder = self.fixed
 
     def __enter__(self) -> Collection:
         return self

@@ -28,9 +28,10 @@ class DenseStore:
     """``get``/``put`` float32 vectors of texts for one encoder's backbone and prefix."""
 
     def __init__(self, encoder, prefix: str = "", directory: str | os.PathLike | None = None) -> None:
-        bb = encoder.backbone
+        from .cache import vector_key
+
         self.encoder, self.prefix, self.d = encoder, prefix, encoder.d
-        self._salt = f"{bb.fingerprint()}|{bb.max_seq_length}|{bb.truncation_side}|{prefix}|".encode()
+        self._salt = (vector_key(encoder, prefix) + "|").encode()
         folder = Path(directory) if directory else default_dir()
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{hashlib.sha256(self._salt).hexdigest()[:16]}.sqlite"

@@ -104,8 +104,12 @@ class CSREncoder:
 
     # -- loading / saving ----------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "auto") -> CSREncoder:
-        """Load a model directory (``config.json`` + ``head.safetensors``); ``None`` = shipped default."""
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "auto",
+                        backbone: Backbone | None = None) -> CSREncoder:
+        """Load a model directory (``config.json`` + ``head.safetensors``); ``None`` = shipped default.
+
+        ``backbone``: an already loaded backbone, reused (not reloaded) when the model names that same
+        stock backbone with the same length settings (e.g. heads adapted per collection)."""
         directory = Path(path).expanduser() if path is not None else DEFAULT_MODEL_DIR
         if not directory.is_dir():
             what = "shipped default model" if path is None else "model directory"
@@ -115,7 +119,10 @@ class CSREncoder:
         backbone_ref = config.backbone
         if (directory / backbone_ref).is_dir():
             backbone_ref = str(directory / backbone_ref)
-        backbone = Backbone(backbone_ref, config.max_seq_length, config.truncation_side)
+            backbone = None
+        if backbone is None or (backbone.identity, backbone.max_seq_length, backbone.truncation_side) != (
+                backbone_ref, config.max_seq_length, config.truncation_side):
+            backbone = Backbone(backbone_ref, config.max_seq_length, config.truncation_side)
         if backbone.dim != config.d:
             raise ModelLoadError(
                 f"{directory}: backbone {config.backbone!r} has dim {backbone.dim}, config d={config.d}"
@@ -276,11 +283,10 @@ class CSREncoder:
 
             snippets, query_rows = pseudo_queries(list(texts), cfg.pseudo_queries, cfg.seed)
             queries = self.encode_dense(snippets, batch_size=batch_size, prefix=self.config.query_prefix)
-        head, report = adapt_head(self.head.cpu(), np.asarray(dense), cfg,
+        head, report = adapt_head(self.head, np.asarray(dense), cfg,
                                   None if groups is None else np.asarray(groups, dtype=np.int64),
                                   progress=progress, device=self.device, queries=queries,
                                   query_rows=None if query_rows is None else np.asarray(query_rows))
-        self.head.to(self.device)
         config_out = CSRConfig.from_dict(self.config.to_dict())
         config_out.k = cfg.k
         config_out.training = {"method": "CSRv2 corpus adaptation", "base_model_id": self.model_id,

@@ -82,7 +82,8 @@ def load_collection_model(model_id: str, path: str | os.PathLike | None, collect
         raise ModelNotFoundError(f"collection {collection!r} was built with model {model_id}, which is not stored "
                                  f"locally (looked in {looked}): pass --model DIR")
     try:
-        enc = _load_sharing(where, share, device) if share is not None else CSREncoder.from_pretrained(where, device)
+        enc = (CSREncoder.from_pretrained(where, device) if share is None else
+               CSREncoder.from_pretrained(where, str(share.device), backbone=share.backbone))
     except ModelLoadError as exc:
         raise ModelNotFoundError(f"collection {collection!r}: its stored model is unusable ({exc}): pass --model DIR "
                                  "or re-ingest with --recreate") from None
@@ -91,15 +92,3 @@ def load_collection_model(model_id: str, path: str | os.PathLike | None, collect
                                  f"{model_id} (corrupt?): pass --model DIR or re-ingest with --recreate")
     return enc
 
-
-def _load_sharing(where: Path, share, device: str):
-    """Load ``where``, reusing ``share``'s backbone when the model names the same stock backbone."""
-    from .config import BACKBONE_DIR, CSRConfig
-    from .encoder import CSREncoder, _load_head
-
-    config = CSRConfig.load(where)
-    same = (config.backbone == share.config.backbone and not (where / BACKBONE_DIR).is_dir()
-            and config.max_seq_length == share.backbone.max_seq_length and config.d == share.d)
-    if not same:
-        return CSREncoder.from_pretrained(where, device=device)
-    return CSREncoder(share.backbone, _load_head(where, config), config, device=str(share.device))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -64,11 +63,6 @@ class AdaptConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> AdaptConfig:
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass
@@ -163,7 +157,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def fit_stats(head: CSRHead, x: np.ndarray, k: int) -> dict[str, float]:
     """How well ``head`` fits rows ``x`` at ``k``: reconstruction nMSE and dead-latent % (never active)."""
     with torch.no_grad():
-        xt = torch.from_numpy(_unit(np.asarray(x, dtype=np.float32)))
+        xt = torch.from_numpy(_unit(np.asarray(x, dtype=np.float32))).to(head.W.device)
         z = topk_relu(head.pre_activation(xt), k)
         recon = float(normalized_mse(xt, head.decode(z)))
         active = (z > 0).any(dim=0)
@@ -196,7 +190,6 @@ class _Batches:
 def adapt_head(
     head: CSRHead, x: np.ndarray, cfg: AdaptConfig, groups: np.ndarray | None = None,
     progress: bool = True, device: str | torch.device = "cpu",
-    on_step: Callable[[int, int], None] | None = None,
     queries: np.ndarray | None = None, query_rows: np.ndarray | None = None,
 ) -> tuple[CSRHead, AdaptReport]:
     """Train a copy of ``head`` on dense rows ``x`` ``(n, d)``; ``groups[i]`` = the document of row i.
@@ -209,12 +202,12 @@ def adapt_head(
     was = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)  # gather's backward sums in a fixed order
     try:
-        return _adapt_head(head, x, cfg, groups, progress, device, on_step, queries, query_rows)
+        return _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows)
     finally:
         torch.use_deterministic_algorithms(was)
 
 
-def _adapt_head(head, x, cfg, groups, progress, device, on_step, queries, query_rows):
+def _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows):
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
@@ -308,8 +301,6 @@ def _adapt_head(head, x, cfg, groups, progress, device, on_step, queries, query_
             if not math.isfinite(value):
                 raise FloatingPointError(f"adaptation loss became {value} at step {step}")
             bar.set_postfix(loss=f"{value:.4f}", k=k)
-        if on_step is not None:
-            on_step(step + 1, total)
     bar.close()
     model = model.cpu().eval()
     after = fit_stats(model, held.numpy(), cfg.k)

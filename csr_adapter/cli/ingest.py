@@ -33,14 +33,6 @@ def backend_options(fn):
     return fn
 
 
-def _open(kind: str, collection: str, store: str | None, url: str | None, api_key: str | None, **kwargs):
-    from ..integrations.registry import open_backend
-
-    if store is not None:
-        url = None  # an explicit --path wins over QDRANT_URL from the environment
-    return open_backend(kind, collection, path=store, url=url, api_key=api_key, **kwargs)
-
-
 def _show(path: str) -> str:
     """A stored source path, relative to the working directory when it lies under it."""
     base, _, frag = path.partition("#")
