@@ -1,5 +1,8 @@
 """Search speed on real CSRv2 codes: embedded Qdrant Edge at k = 2, 8, 32 vs FAISS IndexFlatIP (384-d, 32-d).
 
+Also documents at k=8 with queries coded at k=64 (asymmetric codes, ``config.query_k``: more posting
+lists per query, same index).
+
 Encodes SciFact (5,183 docs, 300 test queries; through the shared embedding cache), then scales to
 ``--points`` points by sampling real codes with replacement (posting-list lengths follow the real
 latent usage). Every engine answers the same 300 queries, top-10, in the same process:
@@ -12,7 +15,7 @@ latent usage). Every engine answers the same 300 queries, top-10, in the same pr
 Also reported: bytes/doc, sum of p^2 of latent usage (1/h when uniform), postings scanned per query,
 and a brute-force check of Edge's top-10 scores. Goal at 1M, k=8: >= 10x flat-384 QPS, >= 2x flat-32.
 
-    python benchmarks/search.py [--points 1000000] [--ks 2,8,32] [--faiss-single 30] [--threads 0]
+    python benchmarks/search.py [--points 1000000] [--ks 2,8,32] [--query-ks 8:64] [--faiss-single 30] [--threads 0]
 """
 
 from __future__ import annotations
@@ -119,6 +122,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--ks", default="2,8,32")
+    ap.add_argument("--query-ks", default="8:64",
+                    help="extra asymmetric rows DOC_K:QUERY_K (documents at DOC_K, queries coded wider)")
     ap.add_argument("--faiss-single", type=int, default=30, help="queries timed one at a time on FAISS")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
@@ -140,12 +145,15 @@ def main() -> None:
     counts = np.bincount(sample, minlength=len(doc_ids)).astype(np.float64)
     result: dict = {"points": args.points, "real_docs": len(doc_ids), "queries": len(queries), "top_k": TOP,
                     "threads": threads, "model_id": enc.model_id, "h": enc.h, "edge": {}, "faiss": {}}
-    for k in [int(x) for x in args.ks.split(",")]:
-        codes, qcodes = enc.sparsify(docs, k), enc.sparsify(queries, k)
-        print(f"k={k}: Qdrant Edge, {args.points:,} points", file=sys.stderr, flush=True)
-        result["edge"][f"k={k}"] = usage_stats(codes, counts, qcodes, enc.h) | bench_edge(
+    plan = [(int(x), int(x)) for x in args.ks.split(",")]
+    plan += [tuple(int(v) for v in pair.split(":")) for pair in args.query_ks.split(",") if pair]
+    for k, qk in plan:
+        codes, qcodes = enc.sparsify(docs, k), enc.sparsify(queries, qk)
+        name = f"k={k}" if qk == k else f"k={k} query k={qk}"
+        print(f"{name}: Qdrant Edge, {args.points:,} points", file=sys.stderr, flush=True)
+        result["edge"][name] = usage_stats(codes, counts, qcodes, enc.h) | bench_edge(
             enc, codes, qcodes, sample, k, threads)
-        print(result["edge"][f"k={k}"], file=sys.stderr, flush=True)
+        print(result["edge"][name], file=sys.stderr, flush=True)
     centered = docs - docs.mean(axis=0)
     basis = np.linalg.svd(centered[:: max(1, len(centered) // 4000)], full_matrices=False)[2][:32]
     for name, dv, qv in (("flat-384", docs, queries), ("flat-32 (PCA)", docs @ basis.T, queries @ basis.T)):

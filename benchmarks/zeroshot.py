@@ -24,6 +24,8 @@ sys.path.insert(0, str(REPO))
 KS = (2, 4, 8, 16, 32)
 SETS = ("scifact", "med", "cacm", "time", "adi", "lisa")
 SIZES = (100, 300, 1000, 3000)
+HEADS = {"default": "default (query k = k)", "default_q64": "default, query k=64",
+         "adapted_sym": "adapted, query k = k", "adapted": "adapted (query k=64, as shipped)"}
 
 
 def unit(a: np.ndarray) -> np.ndarray:
@@ -48,6 +50,16 @@ def sparse_rows(enc, docs, queries, data) -> dict[int, dict]:
         out[k] = {**retrieval_metrics(run, data.qrels), "dead_pct": code_stats(dcodes)["dead_pct"],
                   "posting_sum_p2": code_stats(dcodes)["posting_sum_p2"]}
     return out
+
+
+def with_query_k(enc, query_k: int | None):
+    """The same model with queries coded at ``query_k`` (None: at the document k, symmetric)."""
+    from csr_adapter import CSREncoder
+    from csr_adapter.config import CSRConfig
+
+    config = CSRConfig.from_dict(enc.config.to_dict())
+    config.query_k = query_k
+    return CSREncoder(enc.backbone, enc.head, config, device="cpu")
 
 
 def subset(data, n: int, seed: int = 0):
@@ -79,8 +91,9 @@ def main() -> None:
         from _common import RESULTS
 
         saved = json.loads((RESULTS / "zeroshot.json").read_text())
-        saved["sets"] = {n: {**r, "default": {int(k): v for k, v in r["default"].items()},
-                             "adapted": {int(k): v for k, v in r["adapted"].items()}} for n, r in saved["sets"].items()}
+        saved["sets"] = {n: {**r, **{h: {int(k): v for k, v in r[h].items()}
+                                     for h in (*HEADS, "dense_same_bytes") if h in r}}
+                         for n, r in saved["sets"].items()}
         (RESULTS / "zeroshot.md").write_text(markdown(saved))
         return
 
@@ -110,7 +123,11 @@ def main() -> None:
                "default_head_saw_corpus": name in trained_on.lower(),
                "dense": dense_ndcg(docs, queries, data), "dense32": dense_ndcg(docs, queries, data, 32),
                "dense64": dense_ndcg(docs, queries, data, 64),
-               "default": sparse_rows(enc, docs, queries, data), "adapted": sparse_rows(adapted, docs, queries, data)}
+               "dense_same_bytes": {k: dense_ndcg(docs, queries, data, 2 * k) for k in KS},
+               "default": sparse_rows(enc, docs, queries, data),
+               "default_q64": sparse_rows(with_query_k(enc, 64), docs, queries, data),
+               "adapted_sym": sparse_rows(with_query_k(adapted, None), docs, queries, data),
+               "adapted": sparse_rows(adapted, docs, queries, data)}
         results["sets"][name] = row
         print(f"{name}: dense {row['dense']:.3f}; adapted k=8 {row['adapted'][8]['ndcg@10']:.3f}; default k=8 "
               f"{row['default'][8]['ndcg@10']:.3f}; adapt/encode {row['adapt_over_encode']:.2f}", flush=True)
@@ -148,26 +165,36 @@ def markdown(res: dict) -> str:
              "set's corpus text only (no queries, no qrels). The default head was trained on: "
              f"{res['default_head_training']}: sets marked * are not unseen for it.", ""]
     sets = res["sets"]
-    lines += ["| set | docs | dense 384 | dense 32 | dense 64 | head | " + " | ".join(f"k={k}" for k in KS)
+    heads = [h for h in HEADS if all(h in r for r in sets.values())]
+    lines += ["Documents are coded at k; queries at k, or at 64 where the row says so (asymmetric codes: the",
+              "stored index is the same). *dense, same bytes*: dense cut to 2k float32 dims, the bytes of a",
+              "k-entry code (int32 index + float32 value per entry).", "",
+              "| set | docs | dense 384 | dense 32 | dense 64 | head | " + " | ".join(f"k={k}" for k in KS)
               + " | adapt s / encode s |", "|" + "---|" * 12]
     for name, r in sets.items():
         d = r["dense"]
         star = "*" if r["default_head_saw_corpus"] else ""
-        for head in ("default", "adapted"):
+        for i, head in enumerate(heads):
             first = (f"| {name}{star} | {r['docs']} | {d:.3f} | {pct(r['dense32'], d)} | {pct(r['dense64'], d)} "
-                     if head == "default" else "| | | | | ")
+                     if i == 0 else "| | | | | ")
             ratio = (f"{r['adapt_s']:.0f} / {r['encode_s']:.0f} = {r['adapt_over_encode']:.2f}"
                      if head == "adapted" else "")
-            lines.append(first + f"| {head} | " + " | ".join(pct(r[head][k]['ndcg@10'], d) for k in KS)
+            lines.append(first + f"| {HEADS[head]} | " + " | ".join(pct(r[head][k]['ndcg@10'], d) for k in KS)
                          + f" | {ratio} |")
+        if "dense_same_bytes" in r:
+            lines.append("| | | | | | dense, same bytes | "
+                         + " | ".join(pct(r["dense_same_bytes"][k], d) for k in KS) + " | |")
     unseen = {n: r for n, r in sets.items() if not r["default_head_saw_corpus"]}
     if unseen:
         lines += ["", "Mean % of dense over the sets none of whose text the default head saw "
                   f"({', '.join(unseen)}):", "", "| head | " + " | ".join(f"k={k}" for k in KS) + " |",
                   "|---|" + "---|" * len(KS)]
-        for head in ("default", "adapted"):
+        for head in heads:
             means = [np.mean([r[head][k]["ndcg@10"] / r["dense"] for r in unseen.values()]) for k in KS]
-            lines.append(f"| {head} | " + " | ".join(f"{100 * m:.0f}%" for m in means) + " |")
+            lines.append(f"| {HEADS[head]} | " + " | ".join(f"{100 * m:.0f}%" for m in means) + " |")
+        if all("dense_same_bytes" in r for r in unseen.values()):
+            means = [np.mean([r["dense_same_bytes"][k] / r["dense"] for r in unseen.values()]) for k in KS]
+            lines.append("| dense, same bytes | " + " | ".join(f"{100 * m:.0f}%" for m in means) + " |")
         lines += ["", "Dead latents at k=8 (corpus codes): " + ", ".join(
             f"{n} {r['default'][8]['dead_pct']:.0f}% -> {r['adapted'][8]['dead_pct']:.0f}%" for n, r in sets.items())]
     if res["sizes"]:

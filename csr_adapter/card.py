@@ -31,6 +31,11 @@ def render_card(config: CSRConfig, model_id: str) -> str:
     """Markdown model card: backbone, shapes, default k, training data and measured scores."""
     training = config.training or {}
     data = training.get("data", "not recorded")
+    sets = training.get("sets") or []
+    licences = "".join(f"| {s['name']} | {s['what']} | {s['rows']:,} | {s['licence']} |\n" for s in sets)
+    if licences:
+        licences = "\n| set | what | texts | licence |\n|---|---|---|---|\n" + licences
+    extra_card = training.get("card", "")
     return f"""---
 library_name: csr-adapter
 tags: [sparse-embeddings, csr, csrv2, retrieval]
@@ -46,11 +51,14 @@ Load it with `CSREncoder.from_pretrained("<this directory>")`; any k from 1 to h
 | backbone dim d | {config.d} |
 | latents h | {config.h} |
 | default k | {config.k} |
+| query k | {config.query_k if config.query_k else "same as documents"} |
 | max sequence length | {config.max_seq_length} |
 | codes | L2-normalised, compare by dot product |
 
 ## Training
 Data: {data if isinstance(data, str) else json.dumps(data)}
+{licences}
+{extra_card}
 
 ```json
 {json.dumps(training, indent=2)}

@@ -26,6 +26,7 @@ class CSRConfig:
     max_seq_length: int | None = None
     truncation_side: str = "right"
     normalize: bool = True
+    query_k: int | None = None          # queries are coded at max(k, query_k) latents (None: same k as documents)
     query_prefix: str = ""
     document_prefix: str = ""
     format: str = FORMAT
@@ -40,6 +41,9 @@ class CSRConfig:
                 raise ValueError(f"config {name} must be a positive int, got {value!r}")
         if self.k > self.h:
             raise ValueError(f"config k={self.k} exceeds h={self.h}")
+        if self.query_k is not None and (isinstance(self.query_k, bool) or not isinstance(self.query_k, int)
+                                         or not 1 <= self.query_k <= self.h):
+            raise ValueError(f"config query_k must be null or an int in [1, h={self.h}], got {self.query_k!r}")
         if self.truncation_side not in ("left", "right"):
             raise ValueError(f"truncation_side must be 'left' or 'right', got {self.truncation_side!r}")
 

@@ -99,6 +99,8 @@ class CSREncoder:
             for name, tensor in sorted(self.head.state_dict().items()):
                 digest.update(name.encode())
                 digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            if self.config.query_k is not None:  # query codes are part of what a collection was built for
+                digest.update(f"query_k={self.config.query_k}".encode())
             self._model_id = digest.hexdigest()[:16]
         return self._model_id
 
@@ -203,8 +205,12 @@ class CSREncoder:
         """Apply the CSR head to backbone embeddings; all-zero input rows give empty rows.
 
         ``budget``: ``fixed`` (top-k per row), ``threshold`` or ``corpus`` (see :mod:`csr_adapter.budget`).
+        ``role="query"`` with a fixed budget codes at ``max(k, config.query_k)`` latents: a wider query code
+        scored against k-sparse documents (asymmetric codes; document storage is unchanged).
         """
         k = check_k(self.k if k is None else k, self.h)
+        if role == "query" and budget == "fixed" and self.config.query_k is not None:
+            k = max(k, self.config.query_k)
         x = torch.as_tensor(np.asarray(dense, dtype=np.float32) if not torch.is_tensor(dense) else dense)
         if x.ndim != 2 or x.shape[1] != self.d:
             raise ValueError(f"expected dense embeddings of shape (n, {self.d}), got {tuple(x.shape)}")
@@ -289,6 +295,7 @@ class CSREncoder:
                                   query_rows=None if query_rows is None else np.asarray(query_rows))
         config_out = CSRConfig.from_dict(self.config.to_dict())
         config_out.k = cfg.k
+        config_out.query_k = None if cfg.query_k is None else min(cfg.query_k, self.h)
         config_out.training = {"method": "CSRv2 corpus adaptation", "base_model_id": self.model_id,
                                "base_training": self.config.training, "adapt": cfg.to_dict(),
                                "adapt_report": report.to_dict()}
@@ -298,5 +305,6 @@ class CSREncoder:
     def info(self) -> dict:
         """Shape, identity and files of this model (what ``csr-adapter info`` prints)."""
         return {"model_id": self.model_id, "backbone": self.config.backbone, "d": self.d, "h": self.h,
-                "k": self.k, "max_seq_length": self.backbone.max_seq_length, "device": str(self.device),
+                "k": self.k, "query_k": self.config.query_k, "max_seq_length": self.backbone.max_seq_length,
+                "device": str(self.device),
                 "training": self.config.training, "scores": self.config.scores}
