@@ -195,6 +195,7 @@ def main() -> None:
         "errors": dict(errors), "per_cycle": [{**r, "search_ms": summary(r["search_ms"])} for r in cycles],
     }
     r = result["ratios"]
+    rss_series = ", ".join(str(round(c["rss_mb"])) for c in cycles)
     md = (f"# Soak: ingest / search / delete cycles (embedded Qdrant Edge + FAISS fallback)\n\n"
           f"`{' '.join(['python', 'benchmarks/soak.py', *sys.argv[1:]])}`: {len(cycles)} cycles in "
           f"{elapsed_min:.1f} min; each re-ingests a {args.files}-file folder with {args.churn} files added, "
@@ -206,6 +207,8 @@ def main() -> None:
           f"| search p50 (ms) | {p1['search_ms']['p50']} | {p2['search_ms']['p50']} | {r['search_p50_drift']} |\n"
           f"| search p99 (ms) | {p1['search_ms']['p99']} | {p2['search_ms']['p99']} | {r['search_p99_drift']} |\n"
           f"| ingest p50 (s) | {p1['ingest_s']['p50']} | {p2['ingest_s']['p50']} | {r['ingest_p50_drift']} |\n\n"
+          f"RSS after each cycle (MB): {rss_series}: compare the phases "
+          f"against this cycle-to-cycle spread (allocator noise) before reading a ratio as growth.\n\n"
           f"Peak RSS {result['peak_rss_mb']} MB; {result['operations']['searches']} searches, "
           f"{result['operations']['points_written']} points written, {result['operations']['points_deleted']} "
           f"deleted. Errors: {dict(errors) or 'none'} (stale points, deleted files still found, present files "
