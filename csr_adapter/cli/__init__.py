@@ -22,6 +22,26 @@ COMMANDS = {
 }
 
 
+class BadArgument(click.ClickException):
+    """An argument the command line cannot take: one ``Error:`` line, exit status 2 (a usage error)."""
+
+    exit_code = 2
+
+
+def check_utf8(arg: str) -> str:
+    """``arg`` if it is valid UTF-8 text, else :class:`BadArgument` (non-UTF-8 bytes reach Python as lone
+    surrogates, which no tokenizer, store or JSON encoder takes)."""
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ord(arg[exc.start])
+        what = f"byte 0x{bad - 0xDC00:02x}" if 0xDC80 <= bad <= 0xDCFF else f"lone surrogate U+{bad:04X}"
+        shown = arg[:60].encode("utf-8", "backslashreplace").decode("utf-8")
+        raise BadArgument(f"argument '{shown}' is not valid UTF-8 ({what}): give text, paths and values "
+                          "as UTF-8") from None
+    return arg
+
+
 class LazyGroup(click.Group):
     """A click group that imports a subcommand's module only when that subcommand runs."""
 
@@ -39,6 +59,11 @@ class LazyGroup(click.Group):
                     raise
                 return None  # not built yet in this checkout
         return super().get_command(ctx, name)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for arg in args:
+            check_utf8(arg)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
         from ..errors import CSRAdapterError

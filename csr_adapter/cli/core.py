@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import device_option, json_option, load_encoder, model_option, threads_option
+from .options import Int, device_option, json_option, load_encoder, model_option, threads_option
 
 
 def _files(directory: Path) -> list[dict]:
@@ -43,7 +43,7 @@ def collection_info(name: str, backend: str, store: str | None, url: str | None,
 @click.option("--path", "store", type=click.Path(file_okay=False), default=None, help="Embedded storage root.")
 @click.option("--url", envvar="QDRANT_URL", default=None, help="Qdrant server URL (env QDRANT_URL).")
 @click.option("--api-key", envvar="QDRANT_API_KEY", default=None, help="Qdrant API key (env QDRANT_API_KEY).")
-@click.option("--sample", type=click.IntRange(min=1), default=2000, show_default=True,
+@click.option("--sample", type=Int(min=1), default=2000, show_default=True,
               help="Points sampled for the collection's fit report.")
 @device_option
 @json_option
@@ -93,7 +93,7 @@ def info(model: str | None, collection: str | None, backend: str, store: str | N
 
 @click.command()
 @click.argument("texts", nargs=-1, required=True)
-@click.option("--k", type=int, default=None, help="Active latents per code (default: the model's k).")
+@click.option("--k", type=Int(), default=None, help="Active latents per code (default: the model's k).")
 @click.option("--budget", type=click.Choice(["fixed", "threshold", "corpus"]), default="fixed", show_default=True,
               help="fixed: top-k per text; threshold: the model's calibrated θ; corpus: k x texts postings in all.")
 @model_option

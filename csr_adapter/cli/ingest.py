@@ -8,10 +8,9 @@ import time
 
 import click
 
-from .options import device_option, json_option, model_option, threads_option
+from ..filters import FilterError, parse_filter_args
+from .options import Float, Int, device_option, json_option, model_option, threads_option
 from .safe import printable
-
-RESERVED = {"text", "source", "file", "doc_id", "chunk", "n_chunks", "content_hash"}
 
 
 def backend_options(fn):
@@ -33,21 +32,22 @@ def backend_options(fn):
     return fn
 
 
-def _show(path: str) -> str:
-    """A stored source path, relative to the working directory when it lies under it."""
-    base, _, frag = path.partition("#")
+def _show(path: str, file: str | None = None) -> str:
+    """A stored path (or ``file#id`` source, given its ``file``), relative to the working directory when under it."""
+    base = file if file and path.startswith(file) else path
+    shown = base
     if os.path.isabs(base):
         rel = os.path.relpath(base)
-        base = rel if not rel.startswith("..") else base
-    return base + (f"#{frag}" if frag else "")
+        shown = rel if not rel.startswith("..") else base
+    return shown + path[len(base):]
 
 
 @click.command()
 @click.argument("path", type=click.Path(allow_dash=True))
 @backend_options
 @model_option
-@click.option("--k", type=int, default=None, help="Active latents per code (default: the model's k).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--k", type=Int(), default=None, help="Active latents per code (default: the model's k).")
+@click.option("--batch-size", type=Int(min=1), default=32, show_default=True,
               help="Texts per encoder batch.")
 @click.option("--recreate", is_flag=True, help="Delete the collection first (needed to change model or config).")
 @click.option("--prune", is_flag=True, help="Delete points of files no longer in PATH.")
@@ -58,21 +58,21 @@ def _show(path: str) -> str:
                    "when sparse comes back short.")
 @click.option("--text-field", default="text", show_default=True,
               help="Text field of .json/.jsonl records and text column of .csv files.")
-@click.option("--max-file-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
+@click.option("--max-file-mb", type=Float(min=0, min_open=True), default=64.0, show_default=True,
               help="Skip files larger than this.")
 @click.option("--follow-links", is_flag=True, help="Also read symlinks that point out of PATH (skipped by default).")
-@click.option("--overlap", type=int, default=None, help="Tokens shared by neighbouring chunks (default 1/8 window).")
+@click.option("--overlap", type=Int(), default=None, help="Tokens shared by neighbouring chunks (default 1/8 window).")
 @click.option("--budget", type=click.Choice(["fixed", "corpus"]), default="fixed", show_default=True,
               help="corpus: one cutoff over all chunks, exactly chunks x avg-k postings (variable k per chunk; "
                    "every chunk is re-encoded on each run).")
-@click.option("--avg-k", type=int, default=None, help="Corpus budget: average active dims per chunk (default --k).")
-@click.option("--k-min", type=int, default=None, help="Corpus budget: fewest active dims per chunk.")
-@click.option("--k-max", type=int, default=None, help="Corpus budget: most active dims per chunk.")
+@click.option("--avg-k", type=Int(), default=None, help="Corpus budget: average active dims per chunk (default --k).")
+@click.option("--k-min", type=Int(), default=None, help="Corpus budget: fewest active dims per chunk.")
+@click.option("--k-max", type=Int(), default=None, help="Corpus budget: most active dims per chunk.")
 @click.option("--adapt", "adapt", flag_value=True, default=None,
               help="Adapt the head to this corpus even when small, and re-adapt an existing collection "
                    "(rebuilt beside it from cached vectors, then switched).")
 @click.option("--no-adapt", is_flag=True, help="Keep --model (or the shipped default) as it is.")
-@click.option("--adapt-steps", type=click.IntRange(min=1), default=None,
+@click.option("--adapt-steps", type=Int(min=1), default=None,
               help="Most optimiser steps of the adaptation (bounds its time; default 1500).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @device_option
@@ -143,25 +143,11 @@ def adapt_settings(steps: int | None):
 
 
 def parse_filters(items: tuple[str, ...]) -> dict[str, list]:
-    """``key=value`` -> ``{key: [candidates]}``; user metadata keys map to ``meta.<key>``."""
-    out: dict[str, list] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r}: expected key=value", param_hint="--filter")
-        if key not in RESERVED and not key.startswith("meta."):
-            key = f"meta.{key}"
-        values: list = [value]
-        if value.lstrip("-").isdigit():
-            values.append(int(value))
-        if value.lower() in ("true", "false"):
-            values.append(value.lower() == "true")
-        if key in ("source", "file") and not os.path.isabs(value):
-            base, sep_, frag = value.partition("#")
-            values.append(os.path.abspath(base) + sep_ + frag)
-        out.setdefault(key, []).extend(values)
-    return out
+    """``--filter key=value`` options -> a payload filter (see :mod:`csr_adapter.filters`)."""
+    try:
+        return parse_filter_args(items)
+    except FilterError as exc:
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
 
 
 def read_queries(file: str) -> list[tuple[str, str]]:
@@ -198,12 +184,12 @@ def read_queries(file: str) -> list[tuple[str, str]]:
                    "one JSON line per query.")
 @backend_options
 @model_option
-@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Results to print.")
-@click.option("--k", type=int, default=None, help="Active latents of the query code (default: the collection's k).")
+@click.option("--top-k", type=Int(min=1), default=5, show_default=True, help="Results to print.")
+@click.option("--k", type=Int(), default=None, help="Active latents of the query code (default: the collection's k).")
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
               help="Payload equality filter (repeatable): source, file, doc_id, chunk or a metadata key.")
 @click.option("--hybrid", is_flag=True, help="Fuse sparse and dense hits with RRF (needs a --hybrid ingest).")
-@click.option("--rrf-k", type=click.IntRange(min=1), default=60, show_default=True,
+@click.option("--rrf-k", type=Int(min=1), default=60, show_default=True,
               help="RRF constant: score = sum of 1/(rrf_k + rank), rank from 0.")
 @click.option("--no-fallback", is_flag=True, help="Sparse only, even if the collection has a FAISS fallback.")
 @click.option("--budget", type=click.Choice(["fixed", "threshold"]), default="fixed", show_default=True,
@@ -280,7 +266,8 @@ def search(query: str | None, queries_file: str | None, backend: str, collection
         return
     for rank, hit in enumerate(hits, 1):
         p = hit.payload
-        where = printable(_show(str(p.get("source", hit.id))))
+        file = p.get("file") if isinstance(p.get("file"), str) else None
+        where = printable(_show(str(p.get("source", hit.id)), file))
         if int(p.get("n_chunks", 1) or 1) > 1:
             where += f" [{int(p.get('chunk', 0)) + 1}/{p['n_chunks']}]"
         snippet = " ".join(printable(str(p.get("text", ""))).split())

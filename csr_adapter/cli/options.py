@@ -2,7 +2,49 @@
 
 from __future__ import annotations
 
+import math
+
 import click
+
+INT_LIMIT = 2**31 - 1  # |int option| at most this: a C int, so torch, FAISS and NumPy never overflow
+FLOAT_LIMIT = 1e12  # |float option| at most this (finite, so products like MB x 1e6 stay finite)
+
+
+class Int(click.IntRange):
+    """An integer option in [min, max], and never past :data:`INT_LIMIT`: a huge number is a usage error."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.min is None and self.max is None:
+            self.name = "integer"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if rv is not None and abs(rv) > INT_LIMIT:
+            self.fail(f"{rv} is out of range (at most {INT_LIMIT} in size)", param, ctx)
+        return rv
+
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
+
+class Float(click.FloatRange):
+    """A float option in [min, max], finite and never past :data:`FLOAT_LIMIT` (no nan, no inf)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.min is None and self.max is None:
+            self.name = "float"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if rv is not None and not (math.isfinite(rv) and abs(rv) <= FLOAT_LIMIT):
+            self.fail(f"{value} is not a finite number of at most {FLOAT_LIMIT:g} in size", param, ctx)
+        return rv
+
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
 
 DEVICES = ("auto", "cpu", "cuda")  # mirrors csr_adapter.runtime.DEVICES without importing torch
 
@@ -15,7 +57,7 @@ device_option = click.option(
     help="Where the backbone runs.",
 )
 threads_option = click.option(
-    "--threads", type=int, default=0, help="CPU threads for torch (0 = the cores available).",
+    "--threads", type=Int(0, 1024), default=0, help="CPU threads for torch (0 = the cores available).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import device_option, load_encoder, model_option, threads_option
+from .options import Float, Int, device_option, load_encoder, model_option, threads_option
 
 
 def read_api_key(api_key: str | None, api_key_file: str | None) -> str | None:
@@ -40,8 +40,8 @@ def _is_loopback(host: str) -> bool:
 @click.command()
 @model_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
-@click.option("--k", type=click.IntRange(min=1), default=None, help="Default active latents per code (model's k).")
+@click.option("--port", type=Int(0, 65535), default=8080, show_default=True)
+@click.option("--k", type=Int(min=1), default=None, help="Default active latents per code (model's k).")
 @click.option("--collection", "collections", multiple=True, help="Ingested collection for /search (repeatable).")
 @click.option("--backend", default="qdrant", show_default=True,
               help="Backend holding the collections: qdrant (embedded, or a server with --url) or faiss.")
@@ -59,21 +59,21 @@ def _is_loopback(host: str) -> bool:
 @click.option("--allowed-host", "allowed_hosts", multiple=True, envvar="CSR_ADAPTER_ALLOWED_HOSTS",
               help="Also accept this Host header (repeatable; env CSR_ADAPTER_ALLOWED_HOSTS, space-separated; "
                    "'*' = any). Default: 127.0.0.1, localhost, [::1] and --host; others get 421.")
-@click.option("--body-timeout", type=click.FloatRange(min=0.001), default=10.0, show_default=True,
+@click.option("--body-timeout", type=Float(min=0.001), default=10.0, show_default=True,
               help="Seconds a client may take to send its request body before a 408.")
 @click.option("--source-root", type=click.Path(file_okay=False), default=None,
               help="/search shows source and file paths relative to this folder (default: the working "
                    "directory; a file outside it shows its name only).")
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--max-batch-size", type=Int(min=1), default=32, show_default=True,
               help="Texts per forward pass across concurrent requests (1 = no micro-batching).")
-@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+@click.option("--max-wait-ms", type=Float(min=0), default=5.0, show_default=True,
               help="How long a request may wait for others to share its forward pass.")
-@click.option("--max-queue", type=click.IntRange(min=1), default=1024, show_default=True,
+@click.option("--max-queue", type=Int(min=1), default=1024, show_default=True,
               help="Texts waiting for the model before requests get 503.")
-@click.option("--timeout", type=click.FloatRange(min=0.001), default=30.0, show_default=True,
+@click.option("--timeout", type=Float(min=0.001), default=30.0, show_default=True,
               help="Seconds a request waits for its result before a 503.")
-@click.option("--max-inputs", type=click.IntRange(min=1), default=256, show_default=True, help="Texts per request.")
-@click.option("--max-chars", type=click.IntRange(min=1), default=20_000, show_default=True, help="Characters per text.")
+@click.option("--max-inputs", type=Int(min=1), default=256, show_default=True, help="Texts per request.")
+@click.option("--max-chars", type=Int(min=1), default=20_000, show_default=True, help="Characters per text.")
 @device_option
 @threads_option
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .options import device_option, json_option, model_option, threads_option
+from .options import INT_LIMIT, Float, Int, device_option, json_option, model_option, threads_option
 
 KINDS = ("auto", "beir", "pairs", "labelled", "raw")
 
@@ -19,8 +19,8 @@ def _parse_ks(value: str) -> list[int]:
         ks = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint="--k") from None
-    if not ks or any(k < 1 for k in ks):
-        raise click.BadParameter(f"every k must be >= 1, got {value!r}", param_hint="--k")
+    if not ks or any(k < 1 or k > INT_LIMIT for k in ks):
+        raise click.BadParameter(f"every k must be in [1, {INT_LIMIT}], got {value[:40]!r}", param_hint="--k")
     return ks
 
 
@@ -34,40 +34,40 @@ def _score_rows(rows: list[dict]) -> list[dict]:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output model directory.")
 @click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
               help="Data layout of every DATA (auto-detected by default).")
-@click.option("--k", type=int, default=8, show_default=True, help="Target active latents per code.")
-@click.option("--h", type=int, default=None, help="Latents (default 4 x backbone dim).")
-@click.option("--k-init", type=int, default=64, show_default=True, help="k at step 0 (annealed down to --k).")
-@click.option("--anneal-frac", type=float, default=0.7, show_default=True,
+@click.option("--k", type=Int(), default=8, show_default=True, help="Target active latents per code.")
+@click.option("--h", type=Int(), default=None, help="Latents (default 4 x backbone dim).")
+@click.option("--k-init", type=Int(), default=64, show_default=True, help="k at step 0 (annealed down to --k).")
+@click.option("--anneal-frac", type=Float(), default=0.7, show_default=True,
               help="Fraction of steps over which k falls (0 = no annealing).")
-@click.option("--epochs", type=int, default=20, show_default=True,
+@click.option("--epochs", type=Int(), default=20, show_default=True,
               help="Epochs (frozen SciFact: 20 beat 5 and 10 on held-out train queries).")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Head learning rate.")
-@click.option("--backbone-lr", type=float, default=2e-5, show_default=True,
+@click.option("--batch-size", type=Int(), default=256, show_default=True)
+@click.option("--lr", type=Float(), default=1e-3, show_default=True, help="Head learning rate.")
+@click.option("--backbone-lr", type=Float(), default=2e-5, show_default=True,
               help="Backbone learning rate (with --finetune-backbone).")
-@click.option("--contrastive-weight", type=float, default=0.1, show_default=True)
-@click.option("--extra-k", "extra_ks", type=int, multiple=True,
+@click.option("--contrastive-weight", type=Float(), default=0.1, show_default=True)
+@click.option("--extra-k", "extra_ks", type=Int(), multiple=True,
               help="Also train codes at this k (repeatable), e.g. --extra-k 2 --extra-k 4 so one head serves low k.")
-@click.option("--temperature", type=float, default=0.1, show_default=True)
-@click.option("--aux-weight", type=float, default=1 / 32, show_default=True)
-@click.option("--k-aux", type=int, default=512, show_default=True)
-@click.option("--dead-window", type=int, default=50, show_default=True,
+@click.option("--temperature", type=Float(), default=0.1, show_default=True)
+@click.option("--aux-weight", type=Float(), default=1 / 32, show_default=True)
+@click.option("--k-aux", type=Int(), default=512, show_default=True)
+@click.option("--dead-window", type=Int(), default=50, show_default=True,
               help="Steps without firing after which a latent is dead (AuxK).")
-@click.option("--recon4k-weight", type=float, default=0.125, show_default=True)
-@click.option("--holdout-frac", type=float, default=0.0, show_default=True,
+@click.option("--recon4k-weight", type=Float(), default=0.125, show_default=True)
+@click.option("--holdout-frac", type=Float(), default=0.0, show_default=True,
               help="Share of BEIR train queries held out: per-epoch nDCG@10, best epoch kept.")
 @click.option("--finetune-backbone", is_flag=True, help="Train the backbone end to end (slow on CPU).")
 @click.option("--backbone", default=None, help="Backbone (default: stock all-MiniLM-L6-v2) or local dir.")
-@click.option("--max-seq-length", type=int, default=None)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-seq-length", type=Int(), default=None)
+@click.option("--seed", type=Int(), default=0, show_default=True)
 @click.option("--init-from", type=click.Path(file_okay=False), default=None,
               help="Start the head from this model directory (e.g. frozen-trained, before --finetune-backbone).")
 @click.option("--budget", type=click.Choice(["fixed", "pooled"]), default="fixed", show_default=True,
               help="pooled: top B*k over each batch (per role) with [k-min, k-max] per item; serves with a "
                    "calibrated threshold (SeqTopK/BatchTopK).")
-@click.option("--k-min", type=int, default=None, help="Pooled: fewest active dims per item (default max(1, k/2)).")
-@click.option("--k-max", type=int, default=None, help="Pooled: most active dims per item (default 4k).")
-@click.option("--threshold-frac", type=float, default=0.1, show_default=True,
+@click.option("--k-min", type=Int(), default=None, help="Pooled: fewest active dims per item (default max(1, k/2)).")
+@click.option("--k-max", type=Int(), default=None, help="Pooled: most active dims per item (default 4k).")
+@click.option("--threshold-frac", type=Float(), default=0.1, show_default=True,
               help="Pooled: final share of steps trained in threshold mode (as served).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last checkpoint.")
 @click.option("--eval-data", type=click.Path(file_okay=False), default=None,
@@ -144,7 +144,7 @@ def _format_rows(rows: list[dict]) -> list[str]:
 @click.option("--adapt", "adapt", is_flag=True,
               help="Also adapt the model to the corpus text (never its queries or qrels), as ingest does, "
                    "and report its rows beside the model's.")
-@click.option("--adapt-steps", type=click.IntRange(min=1), default=None, help="Most adaptation steps.")
+@click.option("--adapt-steps", type=Int(min=1), default=None, help="Most adaptation steps.")
 @device_option
 @threads_option
 @json_option
@@ -160,6 +160,7 @@ def eval_cmd(data: str, model: str | None, ks: str | None, split: str, budget: s
     from ..training.evaluate import evaluate_beir
     from .options import load_encoder
 
+    requested = _parse_ks(ks) if ks else None  # a bad --k fails before anything loads
     enc = load_encoder(model, device, threads)
     adapted = None
     if adapt:  # before the queries are even read: adaptation sees the corpus file only
@@ -172,7 +173,7 @@ def eval_cmd(data: str, model: str | None, ks: str | None, split: str, budget: s
                                            force=True, progress=not as_json,
                                            echo=lambda m: click.echo(m, err=True))
     beir = load_beir(data, split=split)
-    k_list = eval_ks(enc, budget, _parse_ks(ks) if ks else None)
+    k_list = eval_ks(enc, budget, requested)
     bad = [k for k in k_list if k > enc.h]
     if bad:
         raise click.BadParameter(f"k={bad[0]} exceeds the model's h={enc.h}", param_hint="--k")

@@ -65,7 +65,8 @@ def _validation_message(detail: list[dict[str, Any]]) -> str:
         return "request body is not valid JSON"
     where = ".".join(str(p) for p in first["loc"] if p != "body" and str(p) not in _UNION_TAGS) or "body"
     more = f" (and {len(detail) - 1} more)" if len(detail) > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+    msg = first["msg"].removeprefix("Value error, ")  # pydantic's prefix on a validator's ValueError
+    return f"{where}: {msg}{more}"
 
 
 def install(app: FastAPI) -> None:

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
+from ..filters import check_filter
+
 
 def check_unicode(value: Any) -> Any:
     """``value`` if every string in it (dict keys too) encodes as UTF-8, else :class:`ValueError`.
@@ -74,10 +76,12 @@ class SearchRequest(BaseModel):
     collection: StrictStr | None = Field(None, description="Collection name (default: the first one served).")
     top_k: PositiveInt = Field(10, description="Number of hits to return.")
     filter: dict[str, FilterValue] | None = Field(
-        None, description="Payload equality filter: {field: value}; a list value matches any of its items.")
+        None, description="Payload equality filter: {field: value}; a list value matches any of its items. Keys: "
+                          "dotted parts of letters, digits, '_' or '-'; values: strings, 64-bit integers, booleans.")
     k: PositiveInt | None = Field(None, description="Active latents for the query code (default: the collection's).")
 
     _unicode = field_validator("query", "collection", "filter")(check_unicode)
+    _filter = field_validator("filter")(check_filter)
 
 
 class SearchHitModel(BaseModel):

@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import CSRAdapterError
+from ..filters import with_absolute_paths
 from .batching import BatchTimeout, Overloaded, Unavailable
 from .config import ServeConfig
 from .engine import EncodeEngine, EncodeJob, EncodeResult
@@ -24,6 +25,12 @@ def as_searcher(encoder, backend):
     from ..integrations.fallback import FallbackSearcher
 
     return FallbackSearcher(encoder, sparse=backend)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (engine errors can span several)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Service:
@@ -106,7 +113,7 @@ class Service:
             raise ApiError(503, f"collection {name!r} did not answer within {self.config.timeout_s:g}s", "timeout",
                            {"Retry-After": "1"}) from None
         except (TypeError, ValueError) as exc:  # bad filter, k mismatch: the caller's input
-            raise ApiError(422, f"search rejected: {exc}") from None
+            raise ApiError(422, f"search rejected: {first_line(exc)}") from None
         except CSRAdapterError as exc:  # backend unreachable, closed, corrupt
             raise ApiError(503, f"collection {name!r} unavailable: {exc}", "backend_unavailable") from None
         except Exception as exc:  # a client library's own error (connection lost, ...): retryable, logged
@@ -141,17 +148,7 @@ class Service:
 
     def absolute_filter(self, flt: dict[str, Any] | None) -> dict[str, Any] | None:
         """A ``source``/``file`` filter value as shown in hits (relative) also matches the stored absolute path."""
-        if not flt:
-            return flt
-        out = dict(flt)
-        for key in ("source", "file"):
-            value = out.get(key)
-            values = value if isinstance(value, list) else [value]
-            extra = [os.path.join(self.source_root, v) for v in values if isinstance(v, str) and v
-                     and not os.path.isabs(v)]
-            if extra:
-                out[key] = [*values, *extra]
-        return out
+        return with_absolute_paths(flt, self.source_root)
 
     def info(self, model: str) -> dict[str, Any]:
         enc = self.encoder
