@@ -56,7 +56,7 @@ class AdaptConfig:
                                        # "projection" query mode: query W x against document codes)
     query_k: int | None = 64           # queries are coded at this wider k (None: the document k); on the dev
                                        # sets (ADI, MED, TIME) it lifted k=8 from 91% to 95% of dense, k=2 from
-                                       # 70% to 89% (benchmarks/results/adapt_dev.md); documents are unchanged
+                                       # 70% to 89% (benchmarks/results/query_k_dev.md); documents are unchanged
     query_code_weight: float = 0.0     # distillation of wide-query-code vs document-code similarities (1.0:
                                        # mixed on the dev sets, +50% time; off)
     low_k_weight: float = 1.0          # weight of the extra codes below k (k = 2, 4) in every term
