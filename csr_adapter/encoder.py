@@ -93,14 +93,15 @@ class CSREncoder:
 
     @property
     def model_id(self) -> str:
-        """Identity of head weights + backbone (used to refuse mixing models in one index)."""
+        """Identity of head weights + backbone (used to refuse mixing models in one index).
+
+        ``config.query_k`` is not part of it: it changes how queries are coded, never the stored documents.
+        """
         if self._model_id is None:
             digest = hashlib.sha256(self.backbone.fingerprint().encode())
             for name, tensor in sorted(self.head.state_dict().items()):
                 digest.update(name.encode())
                 digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            if self.config.query_k is not None:  # query codes are part of what a collection was built for
-                digest.update(f"query_k={self.config.query_k}".encode())
             self._model_id = digest.hexdigest()[:16]
         return self._model_id
 
