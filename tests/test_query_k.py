@@ -60,3 +60,19 @@ def test_adapted_model_carries_query_k(encoder, scifact_slice, tmp_path):
     assert reloaded.config.query_k == 48 and reloaded.model_id == adapted.model_id
     q = reloaded.encode_queries(["vitamin D and bone health"])
     assert 8 < q.mean_nnz <= 48
+
+
+def test_cli_encode_query_uses_the_model_query_k(encoder, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from csr_adapter.cli import cli
+
+    model = wide(encoder, 40).save_pretrained(tmp_path / "m")
+    run = CliRunner().invoke
+    doc = run(cli, ["encode", "vitamin D and bone fractures", "--model", str(model), "--json"])
+    query = run(cli, ["encode", "vitamin D and bone fractures", "--query", "--model", str(model), "--json"])
+    assert doc.exit_code == 0 and query.exit_code == 0, doc.output + query.output
+    assert len(json.loads(doc.output)["indices"]) == 8
+    assert 8 < len(json.loads(query.output)["indices"]) <= 40

@@ -96,18 +96,21 @@ def info(model: str | None, collection: str | None, backend: str, store: str | N
 @click.option("--k", type=Int(), default=None, help="Active latents per code (default: the model's k).")
 @click.option("--budget", type=click.Choice(["fixed", "threshold", "corpus"]), default="fixed", show_default=True,
               help="fixed: top-k per text; threshold: the model's calibrated θ; corpus: k x texts postings in all.")
+@click.option("--query", "as_query", is_flag=True,
+              help="Code the texts as search queries (query prefix; max(k, query_k) latents).")
 @model_option
 @device_option
 @threads_option
 @json_option
-def encode(texts: tuple[str, ...], k: int | None, budget: str, model: str | None, device: str, threads: int,
-           as_json: bool) -> None:
+def encode(texts: tuple[str, ...], k: int | None, budget: str, as_query: bool, model: str | None, device: str,
+           threads: int, as_json: bool) -> None:
     """Print the sparse code of each TEXT (use '-' to read one text per line from stdin)."""
     if texts == ("-",):
         texts = tuple(line.rstrip("\n") for line in click.get_text_stream("stdin"))
     enc = load_encoder(model, device, threads)
     try:
-        codes = enc.encode(list(texts), k=k, budget=budget)
+        codes = (enc.encode_queries(list(texts), k=k, budget=budget) if as_query
+                 else enc.encode(list(texts), k=k, budget=budget))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--k") from None
     rows = [{"text": t, "indices": r.indices.tolist(), "values": [round(float(v), 6) for v in r.values]}
