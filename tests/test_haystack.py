@@ -112,3 +112,15 @@ def test_components_serialise_and_load_in_a_pipeline(store, documents):
         hs.CSRSparseTextEmbedder(encoder=encoders._ENCODERS[(None, "auto")]).to_dict()
     with pytest.raises(ValueError, match="batch_size must be positive"):
         hs.CSRSparseTextEmbedder(batch_size=0)
+
+
+SPARSE_DOC = ("A sparse code represents a signal with only a few active coefficients: most entries of the "
+              "code vector are zero, as in sparse coding with a learned dictionary.")
+
+
+def test_readme_snippet_runs(readme_snippets, documents):
+    (snippet,) = readme_snippets("Haystack")
+    namespace = {"documents": [*documents[:10], Document(id="sparse", content=SPARSE_DOC)]}
+    exec(snippet, namespace)
+    hits = namespace["hits"]
+    assert hits and hits[0].id == "sparse" and hits[0].sparse_embedding is None

@@ -115,22 +115,26 @@ def test_signed_wide_query_codes_reach_qdrant_unfiltered(encoder, docs, hybrid):
 
 @pytest.fixture(scope="module")
 def collection(encoder, docs, tmp_path_factory):
-    """A real csr-adapter collection: adapted head (stored with it), Qdrant Edge + FAISS fallback."""
+    """A real csr-adapter collection "docs" under its own CSR_ADAPTER_HOME (the default location): an
+    adapted head stored with it, Qdrant Edge + FAISS fallback."""
     from csr_adapter import open_collection
     from csr_adapter.training.adapt import AdaptConfig
 
-    folder, store = tmp_path_factory.mktemp("li-corpus"), tmp_path_factory.mktemp("li-store")
+    folder, home = tmp_path_factory.mktemp("li-corpus"), tmp_path_factory.mktemp("li-home")
     for doc_id, text in docs.items():
         (folder / f"{doc_id}.txt").write_text(text, encoding="utf-8")
-    col = open_collection("docs", path=store, encoder=encoder, device="cpu")
-    report = col.ingest(folder, adapt=True, with_fallback=True, progress=False,
-                        adapt_config=AdaptConfig(min_steps=10, max_steps=10))
-    return str(store), report
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CSR_ADAPTER_HOME", str(home))
+        col = open_collection("docs", encoder=encoder, device="cpu")
+        report = col.ingest(folder, adapt=True, with_fallback=True, progress=False,
+                            adapt_config=AdaptConfig(min_steps=10, max_steps=10))
+    return str(home), report
 
 
-def test_retriever_over_a_collection_uses_its_model_and_fallback(encoder, docs, collection):
-    store, report = collection
-    retriever = li.CSRRetriever.from_collection("docs", path=store, device="cpu", share=encoder, similarity_top_k=3)
+def test_retriever_over_a_collection_uses_its_model_and_fallback(encoder, docs, collection, monkeypatch):
+    home, report = collection
+    monkeypatch.setenv("CSR_ADAPTER_HOME", home)
+    retriever = li.CSRRetriever.from_collection("docs", device="cpu", share=encoder, similarity_top_k=3)
     try:
         assert retriever.searcher.encoder.model_id == report.adapt["model_id"] != encoder.model_id
         doc_id, text = list(docs.items())[5]
@@ -146,10 +150,11 @@ def test_retriever_over_a_collection_uses_its_model_and_fallback(encoder, docs, 
         retriever.close()
 
 
-async def test_retriever_filters_and_async(encoder, docs, collection):
-    store, _ = collection
+async def test_retriever_filters_and_async(encoder, docs, collection, monkeypatch):
+    home, _ = collection
+    monkeypatch.setenv("CSR_ADAPTER_HOME", home)
     doc_id, text = list(docs.items())[2]
-    retriever = li.CSRRetriever.from_collection("docs", path=store, device="cpu", share=encoder, similarity_top_k=5)
+    retriever = li.CSRRetriever.from_collection("docs", device="cpu", share=encoder, similarity_top_k=5)
     try:
         source = (await retriever.aretrieve(text[:300]))[0].node.metadata["source"]
         assert source.endswith(f"{doc_id}.txt")
@@ -161,6 +166,24 @@ async def test_retriever_filters_and_async(encoder, docs, collection):
     assert li.to_filter({"source": "a.txt"}) == {"source": "a.txt"}
     either = MetadataFilters(filters=[MetadataFilter(key="chunk", value=[0, 1], operator=FilterOperator.IN)])
     assert li.to_filter(either) == {"chunk": [0, 1]}
+
+
+def test_readme_snippets_run(readme_snippets, docs, collection, monkeypatch):
+    from llama_index.core import Document
+
+    store_snippet, collection_snippet = readme_snippets("LlamaIndex")
+    sparse_doc = ("A sparse code represents a signal with only a few active coefficients: most entries of the "
+                  "code vector are zero, as in sparse coding with a learned dictionary.")
+    namespace = {"documents": [Document(text=t) for t in [*list(docs.values())[:8], sparse_doc]]}
+    exec(store_snippet, namespace)
+    assert len(namespace["nodes"]) == 5 and namespace["nodes"][0].node.get_content() == sparse_doc
+    monkeypatch.setenv("CSR_ADAPTER_HOME", collection[0])
+    exec(collection_snippet, namespace)
+    try:
+        nodes = namespace["nodes"]
+        assert len(nodes) == 5 and nodes[0].node.metadata["served_by"] in ("sparse", "dense")
+    finally:
+        namespace["retriever"].close()
 
 
 @pytest.mark.parametrize("filters, message", [
