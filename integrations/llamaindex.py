@@ -29,6 +29,7 @@ from pydantic import PrivateAttr  # noqa: E402
 from ..sparse import SparseEmbeddings  # noqa: E402
 from .base import SearchHit  # noqa: E402
 from .encoders import collection_encoder, load_encoder  # noqa: E402
+from .fallback import FallbackSearcher  # noqa: E402
 
 BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 
@@ -160,7 +161,7 @@ class CSRRetriever(BaseRetriever):
     ``dense`` or ``rerank``) plus the stored payload (source, chunk, ...). Close it when done.
     """
 
-    def __init__(self, searcher, *, similarity_top_k: int = 4,
+    def __init__(self, searcher: FallbackSearcher, *, similarity_top_k: int = 4,
                  filters: MetadataFilters | dict[str, Any] | None = None, text_key: str = "text",
                  **kwargs: Any) -> None:
         from .base import check_top_k
