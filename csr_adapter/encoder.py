@@ -17,7 +17,7 @@ from .config import BACKBONE_DIR, CARD_NAME, HEAD_NAME, CSRConfig
 from .errors import ModelLoadError
 from .head import CSRHead, check_k
 from .runtime import resolve_device
-from .sparse import SparseEmbeddings
+from .sparse import SparseEmbedding, SparseEmbeddings
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
@@ -31,6 +31,17 @@ def _check_texts(texts: str | Sequence[str]) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] must be str, got {type(text).__name__}")
     return list(texts)
+
+
+def _as_batch(codes: SparseEmbeddings | SparseEmbedding, name: str, h: int) -> SparseEmbeddings:
+    if isinstance(codes, SparseEmbedding):
+        codes = SparseEmbeddings(np.array([0, len(codes)]), codes.indices, codes.values, codes.dim)
+    if not isinstance(codes, SparseEmbeddings):
+        raise TypeError(f"{name} must be SparseEmbeddings or a SparseEmbedding (encode texts first), "
+                        f"got {type(codes).__name__}")
+    if codes.dim != h:
+        raise ValueError(f"{name} has dim {codes.dim}, this model has h={h}")
+    return codes
 
 
 def _load_head(path: Path, config: CSRConfig) -> CSRHead:
@@ -241,13 +252,25 @@ class CSREncoder:
         dense = self.encode_dense(texts, batch_size=batch_size, show_progress_bar=show_progress_bar, prefix=prefix)
         return self.sparsify(dense, k=k, normalize=normalize, budget=budget, role=role)
 
-    def encode_queries(self, texts: str | Sequence[str], k: int | None = None, **kwargs) -> SparseEmbeddings:
-        """Encode search queries (adds the model's query prefix, if any)."""
+    def encode_query(self, texts: str | Sequence[str], k: int | None = None, **kwargs) -> SparseEmbeddings:
+        """Encode search queries (adds the model's query prefix, if any; the model may code queries
+        wider than documents). Same name as sentence-transformers v5+; ``encode_queries`` is an alias."""
         return self.encode(texts, k=k, prefix=self.config.query_prefix, role="query", **kwargs)
 
-    def encode_documents(self, texts: str | Sequence[str], k: int | None = None, **kwargs) -> SparseEmbeddings:
-        """Encode documents / passages (adds the model's document prefix, if any)."""
+    def encode_document(self, texts: str | Sequence[str], k: int | None = None, **kwargs) -> SparseEmbeddings:
+        """Encode documents / passages (adds the model's document prefix, if any). Same name as
+        sentence-transformers v5+; ``encode_documents`` is an alias."""
         return self.encode(texts, k=k, prefix=self.config.document_prefix, role="document", **kwargs)
+
+    encode_queries = encode_query
+    encode_documents = encode_document
+
+    similarity_fn_name = "dot"
+
+    def similarity(self, a: SparseEmbeddings | SparseEmbedding, b: SparseEmbeddings | SparseEmbedding) -> np.ndarray:
+        """Sparse dot products, shape ``(len(a), len(b))`` float32 (a single row counts as a batch of one),
+        as sentence-transformers' ``similarity``. Codes are L2-normalised, so this is their cosine."""
+        return _as_batch(a, "a", self.h).dot(_as_batch(b, "b", self.h))
 
     @torch.inference_mode()
     def decode(self, codes: SparseEmbeddings) -> np.ndarray:

@@ -9,7 +9,6 @@ a retriever with the dense fallback, and a vector store over csr-adapter's backe
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -29,21 +28,8 @@ from pydantic import ConfigDict  # noqa: E402
 
 from ..sparse import SparseEmbedding  # noqa: E402
 from .base import Backend, Point, SearchHit  # noqa: E402
+from .encoders import _ENCODERS, collection_encoder, load_encoder  # noqa: E402, F401
 from .fallback import FallbackSearcher, WithFallback  # noqa: E402
-
-_ENCODERS: dict[tuple[str | None, str], Any] = {}
-_ENCODERS_LOCK = threading.Lock()
-
-
-def load_encoder(model: str | None = None, device: str = "auto"):
-    """A process-wide shared :class:`~csr_adapter.CSREncoder` per (model dir, device)."""
-    with _ENCODERS_LOCK:
-        key = (None if model is None else str(model), device)
-        if key not in _ENCODERS:
-            from ..encoder import CSREncoder
-
-            _ENCODERS[key] = CSREncoder.from_pretrained(model, device=device)
-        return _ENCODERS[key]
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -104,16 +90,9 @@ class CSRSparseEmbeddings(_sparse_base()):
     def from_collection(cls, collection: str = "csr", *, path: str | None = None, url: str | None = None,
                         api_key: str | None = None, device: str = "auto", **kwargs: Any) -> CSRSparseEmbeddings:
         """The model a csr-adapter collection was built with (adapted at ingest) and its k."""
-        from ..collection import Collection
-
-        col = Collection(collection, path=path, url=url, api_key=api_key, device=device)
-        meta = col.meta()
-        if meta is None:
-            from .base import CollectionNotFoundError
-
-            raise CollectionNotFoundError(f"collection {collection!r} does not exist (ingest into it first)")
-        kwargs.setdefault("k", meta.k)
-        return cls(encoder=col.encoder, **kwargs)
+        encoder, k = collection_encoder(collection, path=path, url=url, api_key=api_key, device=device)
+        kwargs.setdefault("k", k)
+        return cls(encoder=encoder, **kwargs)
 
     def embed_documents(self, texts: list[str]) -> list:
         codes = self.encoder.encode_documents(list(texts), k=self.k, batch_size=self.batch_size)

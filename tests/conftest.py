@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,15 @@ def untrained_encoder():
     from csr_adapter import CSREncoder
 
     return CSREncoder.from_backbone(k=8, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="session")
+def readme_snippets():
+    """``snippets(heading)``: the ```python blocks of the README section ``## heading``, in order."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+
+    def snippets(heading: str) -> list[str]:
+        section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+        return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+    return snippets

@@ -64,6 +64,27 @@ def test_encode_queries_and_documents_apply_prefixes(untrained_encoder) -> None:
         enc.config.query_prefix = old
 
 
+def test_singular_names_and_similarity(encoder, texts) -> None:
+    from csr_adapter import SparseEmbeddings
+
+    assert CSREncoder.encode_queries is CSREncoder.encode_query  # the plural forms stay, as aliases
+    assert CSREncoder.encode_documents is CSREncoder.encode_document
+    docs, queries = encoder.encode_document(texts[:5], k=8), encoder.encode_query(texts[24:27], k=8)
+    np.testing.assert_array_equal(docs.to_dense(), encoder.encode_documents(texts[:5], k=8).to_dense())
+    sim = encoder.similarity(queries, docs)
+    assert sim.shape == (3, 5) and sim.dtype == np.float32
+    np.testing.assert_allclose(sim, queries.to_dense() @ docs.to_dense().T, atol=1e-6)
+    np.testing.assert_allclose(encoder.similarity(queries[0], docs), sim[:1], atol=1e-6)  # a row = batch of one
+    assert encoder.similarity_fn_name == "dot"
+    # a query code need not be positive or k-long (asymmetric query modes): a plain dot product all the same
+    signed = SparseEmbeddings.from_dense(np.where(np.arange(encoder.h) % 2, -1.0, 1.0)[None, :])
+    np.testing.assert_allclose(encoder.similarity(signed, docs), signed.to_dense() @ docs.to_dense().T, atol=1e-5)
+    with pytest.raises(TypeError, match="encode texts first"):
+        encoder.similarity("a query", docs)
+    with pytest.raises(ValueError, match="dim 10"):
+        encoder.similarity(SparseEmbeddings.empty(10), docs)
+
+
 def test_save_load_round_trip_gives_identical_codes(untrained_encoder, texts, tmp_path) -> None:
     out = untrained_encoder.save_pretrained(tmp_path / "m")
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "head.safetensors"]

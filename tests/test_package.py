@@ -23,10 +23,21 @@ def test_core_imports_without_extras_and_lazily() -> None:
     code = (
         "import sys, csr_adapter; assert 'torch' not in sys.modules, 'import csr_adapter pulled torch';"
         "from csr_adapter import CSREncoder; import csr_adapter.cli.core;"
-        "bad = [m for m in ('qdrant_edge', 'qdrant_client', 'faiss', 'langchain_core') if m in sys.modules];"
+        "bad = [m for m in ('qdrant_edge', 'qdrant_client', 'faiss', 'langchain_core', 'llama_index', 'haystack')"
+        " if m in sys.modules];"
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+
+
+def test_framework_integrations_without_their_extra_name_it() -> None:
+    for module, blocked, extra in (("llamaindex", "llama_index.core", "llamaindex"),
+                                   ("haystack", "haystack", "haystack"),
+                                   ("langchain", "langchain_core", "langchain")):
+        code = (f"import sys; sys.modules[{blocked!r}] = None\n"  # as if the extra were not installed
+                f"try:\n    import csr_adapter.integrations.{module}\nexcept ImportError as e:\n    print(e)")
+        out = subprocess.run([sys.executable, "-c", code], check=True, cwd="/", capture_output=True, text=True)
+        assert out.stdout.strip() == f"{blocked} is not installed: pip install 'csr-adapter[{extra}]'"
 
 
 def test_wheel_installs_subpackages_inside_namespace(tmp_path) -> None:
