@@ -86,7 +86,7 @@ class FallbackSearcher:
         if self.encoder is None:
             raise FallbackConfigError("text queries need an encoder; use answer_encoded() without one")
         dense = self.encoder.encode_dense(list(queries), prefix=self.encoder.config.query_prefix)
-        codes = self.encoder.sparsify(dense, k=self.k) if self.sparse is not None else None
+        codes = self.encoder.sparsify(dense, k=self.k, role="query") if self.sparse is not None else None
         return (list(codes) if codes is not None else [None] * len(dense)), dense
 
     # -- search ------------------------------------------------------------------------------------
