@@ -52,8 +52,6 @@ class AdaptConfig:
     temperature: float = 0.1
     distill_weight: float = 1.0        # similarity distillation (0 = the plain raw-corpus objective)
     distill_temperature: float = 0.05
-    projection_weight: float = 0.0     # distillation of query-vs-decoded-document similarities (the
-                                       # "projection" query mode: query W x against document codes)
     query_k: int | None = 64           # queries are coded at this wider k (None: the document k); on the dev
                                        # sets (ADI, MED, TIME) it lifted k=8 from 91% to 95% of dense, k=2 from
                                        # 70% to 89% (benchmarks/results/query_k_dev.md); documents are unchanged
@@ -136,17 +134,6 @@ def cross_distill_loss(xq: torch.Tensor, xd: torch.Tensor, zq: torch.Tensor, zd:
         return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T / temperature
 
     return F.kl_div(sims(zq, zd).log_softmax(dim=-1), sims(xq, xd).softmax(dim=-1), reduction="batchmean")
-
-
-def projection_distill_loss(x: torch.Tensor, z: torch.Tensor, W: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL between row i's dense similarities ``cos(x_i, x_j)`` and its projection-mode scores
-    ``x_i . (W^T z_j) / ||W^T z_j||`` over ``j != i``: dense rows act as queries against decoded codes."""
-    xn = F.normalize(x.float(), dim=-1)
-    yn = F.normalize(z.float() @ W, dim=-1)
-    eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
-    target = (xn @ xn.T / temperature).masked_fill(eye, -math.inf).softmax(dim=-1)
-    logp = (xn @ yn.T / temperature).masked_fill(eye, -math.inf).log_softmax(dim=-1)
-    return F.kl_div(logp.masked_fill(eye, 0.0), target, reduction="batchmean")
 
 
 def asymmetric_distill_loss(x: torch.Tensor, zq: torch.Tensor, zd: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -323,9 +310,6 @@ def _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows):
                                                                         cfg.temperature)
             if cfg.distill_weight:
                 loss = loss + w * cfg.distill_weight * distill_loss(xb, zk, cfg.distill_temperature)
-            if cfg.projection_weight:
-                loss = loss + w * cfg.projection_weight * projection_distill_loss(xb, zk, model.W,
-                                                                                  cfg.distill_temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
