@@ -21,35 +21,12 @@ from _common import DATA, REPO, write_result
 
 sys.path.insert(0, str(REPO))
 
-KS = (2, 4, 8, 16, 32)
+from csr_adapter.training.zeroshot import KS, dense_ndcg, sparse_ndcg  # noqa: E402
+
 SETS = ("scifact", "med", "cacm", "time", "adi", "lisa")
 SIZES = (100, 300, 1000, 3000)
-HEADS = {"default": "default (query k = k)", "default_q64": "default, query k=64",
-         "adapted_sym": "adapted, query k = k", "adapted": "adapted (query k=64, as shipped)"}
-
-
-def unit(a: np.ndarray) -> np.ndarray:
-    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-
-def dense_ndcg(docs, queries, data, dims: int | None = None) -> float:
-    from csr_adapter.training.evaluate import rank, retrieval_metrics
-
-    d, q = (docs, queries) if dims is None else (docs[:, :dims], queries[:, :dims])
-    run = rank(unit(q) @ unit(d).T, list(data.queries), list(data.corpus))
-    return retrieval_metrics(run, data.qrels)["ndcg@10"]
-
-
-def sparse_rows(enc, docs, queries, data) -> dict[int, dict]:
-    from csr_adapter.training.evaluate import code_stats, rank, retrieval_metrics
-
-    out = {}
-    for k in KS:
-        dcodes, qcodes = enc.sparsify(docs, k, role="document"), enc.sparsify(queries, k, role="query")
-        run = rank(qcodes.dot(dcodes), list(data.queries), list(data.corpus), positive_only=True)
-        out[k] = {**retrieval_metrics(run, data.qrels), "dead_pct": code_stats(dcodes)["dead_pct"],
-                  "posting_sum_p2": code_stats(dcodes)["posting_sum_p2"]}
-    return out
+HEADS = {"default": "default (as shipped: queries at 64)", "default_sym": "default, queries at k",
+         "adapted_sym": "adapted, queries at k", "adapted": "adapted (as shipped: queries at 64)"}
 
 
 def with_query_k(enc, query_k: int | None):
@@ -109,7 +86,10 @@ def main() -> None:
     enc = CSREncoder.from_pretrained(device="cpu")
     trained_on = enc.config.training.get("data", "")
     results: dict = {"sets": {}, "sizes": {}, "adapt_config": AdaptConfig().to_dict(),
-                     "default_head_training": trained_on}
+                     "default_head_training": trained_on, "default_model_id": enc.model_id,
+                     "command": " ".join(["python benchmarks/zeroshot.py", *sys.argv[1:]]),
+                     "date": time.strftime("%Y-%m-%d")}
+    active: set[int] = set()  # latents the default head uses at k=8 over the union of the corpora
     for name in args.sets.split(","):
         data = load_beir(DATA / name, "test")
         texts = [data.doc_text(d) for d in data.corpus]
@@ -130,11 +110,13 @@ def main() -> None:
                "dense": dense_ndcg(docs, queries, data), "dense32": dense_ndcg(docs, queries, data, 32),
                "dense64": dense_ndcg(docs, queries, data, 64),
                "dense_same_bytes": {k: dense_ndcg(docs, queries, data, 2 * k) for k in KS},
-               "default": sparse_rows(enc, docs, queries, data),
-               "default_q64": sparse_rows(with_query_k(enc, 64), docs, queries, data),
-               "adapted_sym": sparse_rows(with_query_k(adapted, None), docs, queries, data),
-               "adapted": sparse_rows(adapted, docs, queries, data)}
+               "default": sparse_ndcg(enc, docs, queries, data),
+               "default_sym": sparse_ndcg(with_query_k(enc, None), docs, queries, data),
+               "adapted_sym": sparse_ndcg(with_query_k(adapted, None), docs, queries, data),
+               "adapted": sparse_ndcg(adapted, docs, queries, data)}
         results["sets"][name] = row
+        active.update(np.unique(enc.sparsify(docs, 8, role="document").indices).tolist())
+        results["default_dead_pct_union_k8"] = 100.0 * (1 - len(active) / enc.h)
         write_result("zeroshot", results, markdown(results))  # partial results survive an interrupted run
         print(f"{name}: dense {row['dense']:.3f}; adapted k=8 {row['adapted'][8]['ndcg@10']:.3f}; default k=8 "
               f"{row['default'][8]['ndcg@10']:.3f}; adapt/encode {row['adapt_over_encode']:.2f}", flush=True)
@@ -152,8 +134,8 @@ def main() -> None:
                 queries = q_all[[qindex[q] for q in sub.queries]]
                 adapted = enc.adapt([sub.doc_text(d) for d in sub.corpus], dense=docs)
                 dense = dense_ndcg(docs, queries, sub)
-                default = sparse_rows(enc, docs, queries, sub)
-                adapt = sparse_rows(adapted, docs, queries, sub)
+                default = sparse_ndcg(enc, docs, queries, sub)
+                adapt = sparse_ndcg(adapted, docs, queries, sub)
                 results["sizes"].setdefault(name, {})[n] = {
                     "dense": dense, **{f"default_k{k}": default[k]["ndcg@10"] for k in (2, 8)},
                     **{f"adapted_k{k}": adapt[k]["ndcg@10"] for k in (2, 8)}}
@@ -168,7 +150,8 @@ def pct(x: float, ref: float) -> str:
 
 def markdown(res: dict) -> str:
     lines = ["# Zero-shot and corpus-adapted quality (nDCG@10, % of dense)", "",
-             "Command: `python benchmarks/zeroshot.py`. Adapted heads are trained by `CSREncoder.adapt` on the",
+             f"Command: `{res.get('command', 'python benchmarks/zeroshot.py')}` ({res.get('date', '')}; default "
+             f"model `{res.get('default_model_id', '?')}`). Adapted heads are trained by `CSREncoder.adapt` on the",
              "set's corpus text only (no queries, no qrels). The default head was trained on: "
              f"{res['default_head_training']}: sets marked * are not unseen for it.", ""]
     sets = res["sets"]
@@ -203,6 +186,9 @@ def markdown(res: dict) -> str:
         if all("dense_same_bytes" in r for r in unseen.values()):
             means = [np.mean([r["dense_same_bytes"][k] / r["dense"] for r in unseen.values()]) for k in KS]
             lines.append("| dense, same bytes | " + " | ".join(f"{100 * m:.0f}%" for m in means) + " |")
+        if "default_dead_pct_union_k8" in res:
+            lines += ["", f"Default head, dead latents at k=8 over the union of these corpora: "
+                      f"{res['default_dead_pct_union_k8']:.1f}%"]
         lines += ["", "Dead latents at k=8 (corpus codes): " + ", ".join(
             f"{n} {r['default'][8]['dead_pct']:.0f}% -> {r['adapted'][8]['dead_pct']:.0f}%" for n, r in sets.items())]
     if res["sizes"]:

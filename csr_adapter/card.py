@@ -85,7 +85,7 @@ Data: {data if isinstance(data, str) else json.dumps(data)}
 {extra_card}
 
 ```json
-{json.dumps(training, indent=2)}
+{json.dumps({k: v for k, v in training.items() if k != "card"}, indent=2)}
 ```
 
 ## Measured scores
