@@ -151,14 +151,16 @@ class Backbone(nn.Module):
         side = truncation_side or self.truncation_side
         if side not in ("left", "right"):
             raise ValueError(f"truncation_side must be 'left' or 'right', got {side!r}")
-        self.tokenizer.truncation_side = side
+        if side != self.truncation_side:
+            self.tokenizer.truncation_side = side
         try:
             return self.tokenizer(
                 texts, padding=True, truncation="longest_first", max_length=self.max_seq_length,
                 return_tensors="pt",
             )
         finally:
-            self.tokenizer.truncation_side = self.truncation_side
+            if side != self.truncation_side:
+                self.tokenizer.truncation_side = self.truncation_side
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text before truncation, special tokens included (what ``max_seq_length`` limits)."""
