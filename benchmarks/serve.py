@@ -147,7 +147,7 @@ def main() -> None:
             wait_healthy(url, proc)
             load_avg = os.getloadavg()[0]
             runs[name] = asyncio.run(load(url, texts, args.clients, args.duration, args.warmup))
-            runs[name]["server_batching"] = httpx.get(url + "/info", timeout=10).json()["batching"]
+            runs[name]["server_batching"] = httpx.get(url + "/info", timeout=10).json()["csr_adapter"]["batching"]
             runs[name]["loadavg_1min_before"] = load_avg
         finally:
             proc.terminate()

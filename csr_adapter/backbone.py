@@ -143,16 +143,36 @@ class Backbone(nn.Module):
         self.dim = int(self.model.config.hidden_size)
 
     # -- tokenisation / forward ------------------------------------------------------------
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: list[str], truncation_side: str | None = None) -> dict[str, torch.Tensor]:
+        """Token tensors, each text cut to ``max_seq_length`` from ``truncation_side`` (default: the
+        backbone's). Not thread-safe (the fast tokenizer's settings change per call): tokenize on one thread."""
         if self.do_lower_case:
             texts = [t.lower() for t in texts]
-        return self.tokenizer(
-            texts, padding=True, truncation="longest_first", max_length=self.max_seq_length,
-            return_tensors="pt",
-        )
+        side = truncation_side or self.truncation_side
+        if side not in ("left", "right"):
+            raise ValueError(f"truncation_side must be 'left' or 'right', got {side!r}")
+        if side != self.truncation_side:
+            self.tokenizer.truncation_side = side
+        try:
+            return self.tokenizer(
+                texts, padding=True, truncation="longest_first", max_length=self.max_seq_length,
+                return_tensors="pt",
+            )
+        finally:
+            if side != self.truncation_side:
+                self.tokenizer.truncation_side = self.truncation_side
 
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled (and, as configured, L2-normalised) embeddings, shape ``(B, d)``, fp32."""
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens per text before truncation, special tokens included (what ``max_seq_length`` limits)."""
+        if self.do_lower_case:
+            texts = [t.lower() for t in texts]
+        ids = self.tokenizer(texts, truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
+        return [len(row) for row in ids]
+
+    def forward(self, features: dict[str, torch.Tensor], normalize: bool | None = None) -> torch.Tensor:
+        """Pooled (and, as configured, L2-normalised) embeddings, shape ``(B, d)``, fp32.
+
+        ``normalize=False``: the pooled vectors before the backbone's own normalisation (if it has one)."""
         out = self.model(**features, return_dict=True)
         tokens = out.last_hidden_state.float()
         mask = features["attention_mask"].unsqueeze(-1).to(tokens.dtype)
@@ -167,7 +187,7 @@ class Backbone(nn.Module):
         else:
             summed, count = (tokens * mask).sum(dim=1), mask.sum(dim=1).clamp(min=1e-9)
             emb = summed / (count.sqrt() if mode == "mean_sqrt_len" else count)
-        if self.pooling.normalize:
+        if self.pooling.normalize if normalize is None else normalize:
             emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
         return emb
 

@@ -188,9 +188,13 @@ class CSREncoder:
     @torch.inference_mode()
     def encode_dense(
         self, texts: str | Sequence[str], batch_size: int = 32, show_progress_bar: bool | None = None,
-        prefix: str = "",
+        prefix: str = "", *, truncation_side: str | None = None, normalize: bool | None = None,
     ) -> np.ndarray:
-        """Backbone embeddings, shape ``(n, d)`` float32, in input order. Empty texts give zero rows."""
+        """Backbone embeddings, shape ``(n, d)`` float32, in input order. Empty texts give zero rows.
+
+        ``truncation_side``: which end of a text longer than ``max_seq_length`` is cut (default: the
+        backbone's, right). ``normalize=False``: the pooled vectors without the backbone's L2 normalisation
+        (what the CSR head sees is always the backbone's configured output)."""
         texts = _check_texts(texts)
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -202,9 +206,9 @@ class CSREncoder:
         bar = tqdm(total=len(order), desc="encode", unit="text", disable=not show_progress_bar, leave=False)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            features = self.backbone.tokenize([prefix + texts[i] for i in idx])
+            features = self.backbone.tokenize([prefix + texts[i] for i in idx], truncation_side=truncation_side)
             features = {k: v.to(self.device) for k, v in features.items()}
-            out[idx] = self.backbone(features).float().cpu().numpy()
+            out[idx] = self.backbone(features, normalize=normalize).float().cpu().numpy()
             bar.update(len(idx))
         bar.close()
         return out

@@ -54,3 +54,17 @@ def test_wheel_installs_subpackages_inside_namespace(tmp_path) -> None:
     assert "csr_adapter/training/beir.py" in names
     assert "csr_adapter/default_model/head.safetensors" in names
     assert "csr_adapter/default_model/config.json" in names
+
+
+def test_readme_lists_every_environment_variable_the_code_reads():
+    import re
+
+    root = REPO
+    pattern = re.compile(r'(?:environ(?:\.get)?\(|environ\[|getenv\(|envvar=|setdefault\(|_ENV = )"([A-Z][A-Z0-9_]+)"')
+    found = {m for d in ("csr_adapter", "integrations", "training") for f in (root / d).rglob("*.py")
+             for m in pattern.findall(f.read_text(encoding="utf-8"))}
+    assert {"QDRANT_URL", "QDRANT_API_KEY", "CSR_ADAPTER_API_KEY"} <= found
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Environment variables"):]
+    section = section[:section.index("\n## ", 1)]
+    assert not {v for v in found if f"`{v}`" not in section}

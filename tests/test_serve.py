@@ -120,8 +120,8 @@ def test_embed_sparse_is_tei_shaped_and_matches_in_process(client, enc):
 def test_embed_sparse_k_option(client, enc):
     row = client.post("/embed_sparse", json={"inputs": "sparse retrieval", "k": 3}).json()[0]
     assert 0 < len(row) <= 3
-    assert_json_error(client.post("/embed_sparse", json={"inputs": "x", "k": enc.h + 1}), 422, "validation")
-    assert_json_error(client.post("/embed_sparse", json={"inputs": "x", "k": 0}), 422, "validation")
+    assert_json_error(client.post("/embed_sparse", json={"inputs": "x", "k": enc.h + 1}), 422, "Validation")
+    assert_json_error(client.post("/embed_sparse", json={"inputs": "x", "k": 0}), 422, "Validation")
 
 
 def test_embed_dense_is_tei_shaped(client, enc):
@@ -139,14 +139,15 @@ def test_bad_json_and_wrong_types_are_422(client, content):
 
 
 @pytest.mark.parametrize("inputs", [[], "", "   ", ["ok", ""]])
-def test_empty_inputs_are_422(client, inputs):
-    assert_json_error(client.post("/embed_sparse", json={"inputs": inputs}), 422, "empty")
-    assert_json_error(client.post("/embed", json={"inputs": inputs}), 422, "empty")
+def test_empty_inputs_are_400(client, inputs):
+    """TEI: an empty batch is 400 with error_type Empty (an empty text too, here)."""
+    assert_json_error(client.post("/embed_sparse", json={"inputs": inputs}), 400, "Empty")
+    assert_json_error(client.post("/embed", json={"inputs": inputs}), 400, "Empty")
 
 
 def test_oversized_inputs_are_413(client):
-    assert_json_error(client.post("/embed_sparse", json={"inputs": ["a"] * 17}), 413, "payload_too_large")
-    assert_json_error(client.post("/embed", json={"inputs": "a" * 2001}), 413, "payload_too_large")
+    assert_json_error(client.post("/embed_sparse", json={"inputs": ["a"] * 17}), 413, "Validation")
+    assert_json_error(client.post("/embed", json={"inputs": "a" * 2001}), 413, "Validation")
     huge = b'{"inputs": "' + b"a" * 70_000 + b'"}'
     assert_json_error(client.post("/embed_sparse", content=huge, headers={"content-type": "application/json"}), 413)
 
@@ -157,7 +158,7 @@ def test_oversized_inputs_are_413(client):
         yield b'"}'
 
     streamed = client.post("/embed_sparse", content=chunks(), headers={"content-type": "application/json"})
-    assert_json_error(streamed, 413, "payload_too_large")
+    assert_json_error(streamed, 413, "Validation")
 
 
 def test_non_json_content_type_says_so(client):
@@ -167,23 +168,23 @@ def test_non_json_content_type_says_so(client):
 
 
 def test_unknown_routes_and_methods_are_json(client):
-    assert_json_error(client.get("/nope"), 404, "not_found")
+    assert_json_error(client.get("/nope"), 404, "NotFound")
     assert_json_error(client.get("/embed_sparse"), 405)
 
 
 def test_health_info_and_openapi(client, enc):
     assert client.get("/health").json() == {"status": "ok"}
-    info = client.get("/info").json()
+    info = client.get("/info").json()["csr_adapter"]
     assert (info["d"], info["h"], info["k"]) == (enc.d, enc.h, enc.k) and info["model_id"] == enc.model_id
     assert info["collections"] == ["docs"]
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/embed_sparse", "/embed", "/search", "/health", "/info"} <= set(paths)
+    assert {"/embed_sparse", "/embed", "/search", "/health", "/info", "/v1/embeddings", "/metrics"} <= set(paths)
 
 
 def test_concurrent_requests_each_get_their_own_results_in_order(client, enc):
     requests = [[f"request {i} text {j} about topic {i * 7 % 5}" for j in range(1 + i % 3)] for i in range(32)]
     expected = {i: enc.encode(texts) for i, texts in enumerate(requests)}
-    before = client.get("/info").json()["batching"]
+    before = client.get("/info").json()["csr_adapter"]["batching"]
 
     def call(i: int):
         return i, client.post("/embed_sparse", json={"inputs": requests[i]}).json()
@@ -192,7 +193,7 @@ def test_concurrent_requests_each_get_their_own_results_in_order(client, enc):
         results = dict(pool.map(call, range(32)))
     for i, rows in results.items():
         assert [[e["index"] for e in row] for row in rows] == [c.indices.tolist() for c in expected[i]], i
-    after = client.get("/info").json()["batching"]
+    after = client.get("/info").json()["csr_adapter"]["batching"]
     assert after["requests"] - before["requests"] == 32
     assert after["batches"] - before["batches"] < 32  # some requests shared a forward pass
 
@@ -208,8 +209,8 @@ def test_search_uses_the_fallback_policy(client, enc):
 
 
 def test_search_errors(client):
-    assert_json_error(client.post("/search", json={"query": "x", "collection": "nope"}), 404, "not_found")
-    assert_json_error(client.post("/search", json={"query": " "}), 422, "empty")
+    assert_json_error(client.post("/search", json={"query": "x", "collection": "nope"}), 404, "NotFound")
+    assert_json_error(client.post("/search", json={"query": " "}), 422, "Empty")
     assert_json_error(client.post("/search", json={"query": "x", "top_k": 0}), 422)
     assert_json_error(client.post("/search", json={"query": "x", "top_k": 10**6}), 422)
     assert_json_error(client.post("/search", json={"query": "x", "filter": {"topic": []}}), 422)
@@ -224,10 +225,10 @@ def test_search_without_collections_or_backend_is_503(enc):
     from csr_adapter.integrations.fallback import FallbackSearcher
 
     with serve_in_thread(create_app(enc, config=ServeConfig(warmup=False))) as url:
-        assert_json_error(httpx.post(url + "/search", json={"query": "x"}), 503, "no_collection")
+        assert_json_error(httpx.post(url + "/search", json={"query": "x"}), 503, "NoCollection")
     down = {"down": FallbackSearcher(enc, sparse=Unreachable())}  # no dense fallback to serve from
     with serve_in_thread(create_app(enc, down, ServeConfig(warmup=False))) as url:
-        assert_json_error(httpx.post(url + "/search", json={"query": "x"}), 503, "backend_unavailable")
+        assert_json_error(httpx.post(url + "/search", json={"query": "x"}), 503, "BackendUnavailable")
 
 
 def test_auth_on_every_route_but_health(enc):
@@ -238,7 +239,7 @@ def test_auth_on_every_route_but_health(enc):
                                    ("GET", "/openapi.json", None), ("GET", "/docs", None)]:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
                 response = httpx.request(method, url + path, json=body, headers=headers)
-                assert_json_error(response, 401, "unauthorized")
+                assert_json_error(response, 401, "Unauthorized")
                 assert response.headers["www-authenticate"] == "Bearer"
         ok = httpx.post(url + "/embed_sparse", json={"inputs": "x"}, headers={"Authorization": f"Bearer {KEY}"})
         assert ok.status_code == 200 and isinstance(ok.json()[0], list)
@@ -246,7 +247,7 @@ def test_auth_on_every_route_but_health(enc):
         assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
-def test_overload_is_503_with_retry_after(enc):
+def test_overload_is_429_overloaded_with_retry_after(enc):
     config = ServeConfig(max_batch_size=1, max_wait_ms=0, max_queue=4, warmup=False)
     with serve_in_thread(create_app(enc, config=config)) as url, httpx.Client(base_url=url, timeout=60) as c:
         def call(i: int):
@@ -255,17 +256,17 @@ def test_overload_is_503_with_retry_after(enc):
         with ThreadPoolExecutor(12) as pool:
             responses = list(pool.map(call, range(12)))
     codes = sorted(r.status_code for r in responses)
-    assert set(codes) <= {200, 503} and 503 in codes and 200 in codes, codes
+    assert set(codes) <= {200, 429} and 429 in codes and 200 in codes, codes
     for r in responses:
-        if r.status_code == 503:
-            assert_json_error(r, 503, "overloaded")
+        if r.status_code == 429:
+            assert_json_error(r, 429, "Overloaded")
             assert r.headers["retry-after"] == "1"
 
 
-def test_timeout_is_503(enc):
+def test_timeout_is_429_overloaded(enc):
     config = ServeConfig(timeout_s=0.001, warmup=False)
     with serve_in_thread(create_app(enc, config=config)) as url:
-        assert_json_error(httpx.post(url + "/embed_sparse", json={"inputs": ["a"] * 8}), 503, "timeout")
+        assert_json_error(httpx.post(url + "/embed_sparse", json={"inputs": ["a"] * 8}), 429, "Overloaded")
 
 
 def test_stock_tei_client_works_unchanged(base, enc, monkeypatch):

@@ -56,7 +56,7 @@ def test_cli_serves_over_http_with_api_key(tmp_path):
             time.sleep(0.25)
         assert httpx.get(url + "/info").status_code == 401
         info = httpx.get(url + "/info", headers={"Authorization": "Bearer cli-key"}).json()
-        assert info["k"] == 4
+        assert info["csr_adapter"]["k"] == 4
         rows = httpx.post(url + "/embed_sparse", json={"inputs": ["a", "b c"]},
                           headers={"Authorization": "Bearer cli-key"}).json()
         assert len(rows) == 2 and all(0 < len(r) <= 4 for r in rows)

@@ -42,7 +42,7 @@ def test_search_over_http_on_an_ingested_collection(encoder, store):
     try:
         with serve_in_thread(create_app(encoder, searchers)) as url:
             info = httpx.get(url + "/info").json()
-            assert info["collections"] == ["docs"]
+            assert info["csr_adapter"]["collections"] == ["docs"]
             body = httpx.post(url + "/search", json={"query": "vitamin D and fractures", "top_k": 2}).json()
             assert body["collection"] == "docs" and body["hits"]
             assert body["hits"][0]["payload"]["source"].endswith("vitamin.txt")
@@ -53,7 +53,7 @@ def test_search_over_http_on_an_ingested_collection(encoder, store):
                                                         "filter": {"doc_id": "qdrant"}}).json()["hits"]
             assert sources and all(h["payload"]["source"].endswith("qdrant.txt") for h in sources)
             bad = httpx.post(url + "/search", json={"query": "x", "filter": {"doc_id": []}})
-            assert bad.status_code == 422 and bad.json()["error_type"] == "validation"
+            assert bad.status_code == 422 and bad.json()["error_type"] == "Validation"
     finally:
         for searcher in searchers.values():
             searcher.close()

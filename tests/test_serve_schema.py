@@ -20,8 +20,8 @@ from csr_adapter.server.testing import serve_in_thread
 KEY = "schema-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 MAX_EXAMPLES = 40  # per operation and mode: bounded, a few seconds on 2 cores
-OPERATIONS = [("POST", "/embed_sparse"), ("POST", "/embed"), ("POST", "/"), ("POST", "/search"), ("GET", "/health"),
-              ("GET", "/info")]
+OPERATIONS = [("POST", "/embed_sparse"), ("POST", "/embed"), ("POST", "/"), ("POST", "/v1/embeddings"),
+              ("POST", "/search"), ("GET", "/health"), ("GET", "/info"), ("GET", "/metrics")]
 
 
 @pytest.fixture(scope="module")

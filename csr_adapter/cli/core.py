@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import Int, device_option, json_option, load_encoder, model_option, threads_option
+from .options import Int, device_option, json_option, load_encoder, model_option, qdrant_key_options, threads_option
 
 
 def _files(directory: Path) -> list[dict]:
@@ -42,7 +42,7 @@ def collection_info(name: str, backend: str, store: str | None, url: str | None,
 @click.option("--backend", default="qdrant", show_default=True, help="Backend holding --collection.")
 @click.option("--path", "store", type=click.Path(file_okay=False), default=None, help="Embedded storage root.")
 @click.option("--url", envvar="QDRANT_URL", default=None, help="Qdrant server URL (env QDRANT_URL).")
-@click.option("--api-key", envvar="QDRANT_API_KEY", default=None, help="Qdrant API key (env QDRANT_API_KEY).")
+@qdrant_key_options
 @click.option("--sample", type=Int(min=1), default=2000, show_default=True,
               help="Points sampled for the collection's fit report.")
 @device_option

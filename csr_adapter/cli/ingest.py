@@ -9,12 +9,12 @@ import time
 import click
 
 from ..filters import FilterError, parse_filter_args
-from .options import Float, Int, device_option, json_option, model_option, threads_option
+from .options import Float, Int, device_option, json_option, model_option, qdrant_key_options, threads_option
 from .safe import printable
 
 
 def backend_options(fn):
-    """--backend, --collection, --path, --url, --api-key (shared by ingest and search)."""
+    """--backend, --collection, --path, --url, --qdrant-api-key (shared by ingest and search)."""
     for option in reversed([
         click.option("--backend", default="qdrant", show_default=True,
                      help="Index backend: qdrant (embedded Qdrant Edge, or a server with --url), milvus "
@@ -25,11 +25,9 @@ def backend_options(fn):
                           "Default: ./.csr-adapter/qdrant"),
         click.option("--url", envvar="QDRANT_URL", default=None,
                      help="Qdrant server URL instead of the embedded engine (env QDRANT_URL)."),
-        click.option("--api-key", envvar="QDRANT_API_KEY", default=None,
-                     help="Qdrant server API key (env QDRANT_API_KEY)."),
     ]):
         fn = option(fn)
-    return fn
+    return qdrant_key_options(fn)
 
 
 def _show(path: str, file: str | None = None) -> str:

@@ -69,3 +69,28 @@ def load_encoder(model: str | None, device: str, threads: int = 0):
 
     set_threads(threads)
     return CSREncoder.from_pretrained(model, device=device)
+
+
+def qdrant_key_options(fn):
+    """``--qdrant-api-key`` (env ``QDRANT_API_KEY``) and its deprecated alias ``--api-key``, merged into the
+    command's ``api_key`` argument. (``serve --api-key`` is the server's own Bearer key, hence the rename.)"""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, qdrant_api_key: str | None = None, **kwargs):
+        alias = kwargs.pop("api_key", None)
+        if alias is not None:
+            click.echo("warning: --api-key is deprecated here: use --qdrant-api-key (env QDRANT_API_KEY)", err=True)
+            ctx = click.get_current_context()
+            given = ctx.get_parameter_source("qdrant_api_key") == click.core.ParameterSource.COMMANDLINE
+            if given and qdrant_api_key != alias:
+                raise click.BadParameter("give --qdrant-api-key or its old name --api-key, not both",
+                                         param_hint="--api-key")
+            qdrant_api_key = alias
+        return fn(*args, api_key=qdrant_api_key, **kwargs)
+
+    wrapper = click.option("--api-key", "api_key", default=None, metavar="KEY",
+                           help="Deprecated name of --qdrant-api-key.")(wrapper)
+    return click.option("--qdrant-api-key", "qdrant_api_key", envvar="QDRANT_API_KEY", default=None,
+                        help="Qdrant server API key (env QDRANT_API_KEY); with --backend milvus, the Milvus "
+                             "token (else env MILVUS_TOKEN).")(wrapper)

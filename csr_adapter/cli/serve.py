@@ -69,10 +69,13 @@ def _is_loopback(host: str) -> bool:
 @click.option("--max-wait-ms", type=Float(min=0), default=5.0, show_default=True,
               help="How long a request may wait for others to share its forward pass.")
 @click.option("--max-queue", type=Int(min=1), default=1024, show_default=True,
-              help="Texts waiting for the model before requests get 503.")
+              help="Texts waiting for the model before requests get 429.")
 @click.option("--timeout", type=Float(min=0.001), default=30.0, show_default=True,
-              help="Seconds a request waits for its result before a 503.")
+              help="Seconds a request waits for its result before a 429.")
 @click.option("--max-inputs", type=Int(min=1), default=256, show_default=True, help="Texts per request.")
+@click.option("--auto-truncate/--no-auto-truncate", default=True, show_default=True,
+              help="Cut inputs longer than the model's max_seq_length when a request does not say "
+                   "(TEI's truncate); --no-auto-truncate refuses them with 413, TEI's default.")
 @click.option("--max-chars", type=Int(min=1), default=20_000, show_default=True, help="Characters per text.")
 @device_option
 @threads_option
@@ -82,8 +85,9 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
           store_path: str | None, url: str | None, qdrant_api_key: str | None, no_fallback: bool,
           api_key: str | None, api_key_file: str | None, allowed_hosts: tuple[str, ...], body_timeout: float,
           source_root: str | None, max_batch_size: int, max_wait_ms: float, max_queue: int, timeout: float,
-          max_inputs: int, max_chars: int, device: str, threads: int, log_level: str) -> None:
-    """Serve POST /embed_sparse, /embed (TEI-compatible), /search, GET /health, /info and /docs over HTTP."""
+          max_inputs: int, auto_truncate: bool, max_chars: int, device: str, threads: int, log_level: str) -> None:
+    """Serve POST /embed_sparse, /embed (TEI-compatible), /v1/embeddings (OpenAI-compatible), /search,
+    GET /health, /info, /metrics (Prometheus) and /docs over HTTP."""
     from ..errors import require
 
     require("fastapi", "serve")
@@ -101,7 +105,8 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
     try:
         config = ServeConfig(max_inputs=max_inputs, max_chars=max_chars, max_batch_size=max_batch_size,
                              max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout, api_key=api_key,
-                             allowed_hosts=hosts, body_timeout_s=body_timeout, source_root=source_root)
+                             allowed_hosts=hosts, body_timeout_s=body_timeout, source_root=source_root,
+                             auto_truncate=auto_truncate)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     encoder = load_encoder(model, device, threads)

@@ -21,12 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from .metrics import BATCH_BUCKETS, Histogram
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 class Overloaded(Exception):
-    """The queue is full (HTTP 503)."""
+    """The queue is full (HTTP 429)."""
 
 
 class Unavailable(Exception):
@@ -34,7 +36,7 @@ class Unavailable(Exception):
 
 
 class BatchTimeout(Exception):
-    """The request waited longer than ``timeout_s`` (HTTP 503)."""
+    """The request waited longer than ``timeout_s`` (HTTP 429: the server is overloaded)."""
 
 
 @dataclass
@@ -55,6 +57,7 @@ class BatchStats:
     rejected: int = 0
     timeouts: int = 0
     max_batch_texts: int = 0
+    sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))  # texts per batch (/metrics)
 
     def to_dict(self) -> dict[str, Any]:
         mean = self.texts / self.batches if self.batches else 0.0
@@ -189,6 +192,7 @@ class MicroBatcher(Generic[T, R]):
             self.stats.items += len(batch)
             self.stats.texts += texts
             self.stats.max_batch_texts = max(self.stats.max_batch_texts, texts)
+            self.stats.sizes.observe(texts)
             try:
                 results = await loop.run_in_executor(self._executor, self.process, [j.item for j in batch])
                 if len(results) != len(batch):

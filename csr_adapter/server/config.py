@@ -17,14 +17,15 @@ class ServeConfig:
     max_top_k: int = 1000  # /search top_k (422 above)
     max_batch_size: int = 32  # texts per forward pass; 1 turns micro-batching off
     max_wait_ms: float = 5.0  # how long the oldest queued request may wait for company
-    max_queue: int = 1024  # texts waiting for the model (503 above)
-    timeout_s: float = 30.0  # wait for a result before answering 503
+    max_queue: int = 1024  # texts waiting for the model (429 above)
+    timeout_s: float = 30.0  # wait for a result before answering 429
     encode_batch_size: int = 32  # backbone batch size inside one micro-batch
     api_key: str | None = None  # Bearer token for every route but /health
     allowed_hosts: tuple[str, ...] = DEFAULT_HOSTS  # Host header values served (421 otherwise); "*" = any
     body_timeout_s: float = 10.0  # the whole request body must arrive within this (408 otherwise)
     source_root: str | None = None  # /search shows source/file relative to this (default: the working dir)
     warmup: bool = True  # one forward pass at start-up, so the first request is not slow
+    auto_truncate: bool = True  # a request without "truncate" gets its too-long inputs cut (False: 413, TEI's default)
 
     def __post_init__(self) -> None:
         for name in ("max_inputs", "max_chars", "max_body_bytes", "max_top_k", "max_batch_size", "max_queue",
@@ -41,7 +42,8 @@ class ServeConfig:
 
     def limits(self) -> dict:
         return {"max_inputs": self.max_inputs, "max_chars": self.max_chars, "max_body_bytes": self.max_body_bytes,
-                "max_top_k": self.max_top_k, "timeout_s": self.timeout_s, "body_timeout_s": self.body_timeout_s}
+                "max_top_k": self.max_top_k, "timeout_s": self.timeout_s, "body_timeout_s": self.body_timeout_s,
+                "auto_truncate": self.auto_truncate}
 
     def to_dict(self) -> dict:
         data = asdict(self)

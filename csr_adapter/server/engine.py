@@ -1,9 +1,10 @@
 """The encoding engine behind the HTTP routes: an encoder plus a micro-batcher around its forward pass.
 
-Every route that needs the model (``/embed``, ``/embed_sparse``, ``/search``) submits an
-:class:`EncodeJob`; jobs from concurrent requests share one ``encode_dense`` call (one backbone forward
-pass per micro-batch), then the CSR head sparsifies each ``k`` group. Results are turned into plain
-Python lists on the worker thread, so the event loop only serialises them.
+Every route that needs the model (``/embed``, ``/embed_sparse``, ``/v1/embeddings``, ``/search``) submits
+an :class:`EncodeJob`; jobs from concurrent requests share one ``encode_dense`` call (one backbone forward
+pass per micro-batch and truncation side), then the CSR head sparsifies each ``(k, role)`` group. All
+tokenisation happens here, on the batcher's single worker thread (the fast tokenizer is not thread-safe).
+Results are turned into plain Python lists on that thread, so the event loop only serialises them.
 """
 
 from __future__ import annotations
@@ -16,23 +17,33 @@ import numpy as np
 from .batching import MicroBatcher
 
 
+class TooLong(ValueError):
+    """A text of a ``truncate=False`` job has more tokens than the model takes (HTTP 413, as in TEI)."""
+
+
 @dataclass(frozen=True)
 class EncodeJob:
     """Texts of one request (prefix already applied) and what it needs back."""
 
     texts: list[str]
     k: int | None = None  # sparse codes at this k (None: no sparse output)
+    role: str = "document"  # "query": the model's wider query codes (config.query_k)
     dense: bool = False  # backbone vectors too
-    normalize: bool = True  # L2-normalise the dense vectors
+    normalize: bool | None = True  # True: unit length; False: pooled, unnormalised; None: the backbone's output
     raw: bool = False  # keep numpy / SparseEmbedding objects (for /search) instead of JSON-ready lists
+    truncate: bool = True  # False: a text over max_seq_length tokens fails this job (TooLong)
+    truncation_side: str = "right"  # which end of a too-long text is cut
+    count_tokens: bool = False  # fill EncodeResult.tokens (tokens used per text, after truncation)
 
 
 @dataclass
 class EncodeResult:
-    """Per-request output: ``sparse`` rows and/or ``dense`` rows, in input order."""
+    """Per-request output: ``sparse`` rows and/or ``dense`` rows, in input order (or ``error``)."""
 
     sparse: list | None = None
     dense: list | np.ndarray | None = None
+    tokens: list[int] | None = None
+    error: Exception | None = None
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -63,26 +74,52 @@ class EncodeEngine:
     async def run(self, job: EncodeJob) -> EncodeResult:
         return await self.batcher.submit(job, size=max(1, len(job.texts)))
 
+    def _check_lengths(self, job: EncodeJob, result: EncodeResult) -> bool:
+        """Count tokens where the job needs it; False (and ``result.error``) when a text is too long."""
+        if job.truncate and not job.count_tokens:
+            return True
+        backbone = self.encoder.backbone
+        limit = backbone.max_seq_length
+        counts = backbone.count_tokens(job.texts)
+        if not job.truncate:
+            for i, n in enumerate(counts):
+                if n > limit:
+                    result.error = TooLong(f"`inputs` must have less than {limit} tokens. Given: {n} "
+                                           f"(inputs[{i}]); send truncate=true to cut it")
+                    return False
+        result.tokens = [min(n, limit) for n in counts]
+        return True
+
     def process(self, jobs: Sequence[EncodeJob]) -> list[EncodeResult]:
-        """One backbone pass over every job's texts, then one head pass per distinct ``k`` (worker thread)."""
-        texts = [t for job in jobs for t in job.texts]
-        dense = self.encoder.encode_dense(texts, batch_size=self.encode_batch_size)
-        bounds = np.cumsum([0] + [len(job.texts) for job in jobs])
+        """One backbone pass per truncation side over every job's texts, then one head pass per
+        ``(k, role)`` (worker thread)."""
         results = [EncodeResult() for _ in jobs]
-        for k in {job.k for job in jobs if job.k is not None}:
-            members = [i for i, job in enumerate(jobs) if job.k == k]
-            rows = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in members])
-            codes = self.encoder.sparsify(dense[rows], k=k)
+        live = [i for i, job in enumerate(jobs) if self._check_lengths(job, results[i])]
+        pooled: dict[int, np.ndarray] = {}
+        for side in sorted({jobs[i].truncation_side for i in live}):
+            members = [i for i in live if jobs[i].truncation_side == side]
+            texts = [t for i in members for t in jobs[i].texts]
+            block = self.encoder.encode_dense(texts, batch_size=self.encode_batch_size, truncation_side=side,
+                                              normalize=False)
+            start = 0
+            for i in members:
+                pooled[i] = block[start:start + len(jobs[i].texts)]
+                start += len(jobs[i].texts)
+        unit = {i: _normalize(x) for i, x in pooled.items()}
+        model_out = unit if self.encoder.backbone.pooling.normalize else pooled  # what the head was trained on
+        for k, role in {(jobs[i].k, jobs[i].role) for i in live if jobs[i].k is not None}:
+            members = [i for i in live if jobs[i].k == k and jobs[i].role == role]
+            codes = self.encoder.sparsify(np.concatenate([model_out[i] for i in members]), k=k, role=role)
             start = 0
             for i in members:
                 n = len(jobs[i].texts)
                 part = [codes[j] for j in range(start, start + n)]
                 results[i].sparse = part if jobs[i].raw else [_tei_sparse(row) for row in part]
                 start += n
-        for i, job in enumerate(jobs):
+        for i in live:
+            job = jobs[i]
             if job.dense:
-                block = dense[bounds[i]:bounds[i + 1]]
-                block = _normalize(block) if job.normalize else block
+                block = model_out[i] if job.normalize is None else unit[i] if job.normalize else pooled[i]
                 results[i].dense = block if job.raw else block.tolist()
         return results
 

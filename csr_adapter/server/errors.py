@@ -1,9 +1,13 @@
-"""Structured JSON errors: ``{"error": message, "error_type": type}`` with the right status, never a traceback.
+"""Structured JSON errors with the right status, never a traceback.
 
-422 for bad input (invalid JSON, wrong types, empty texts, lone surrogates, k > h, bad filter), 413 for
-too much of it, 408 for a body not sent in time, 421 for a Host not allowed, 401 for a missing/wrong API
-key, 404 for an unknown route or collection, 503 when overloaded or not ready. Anything unexpected is
-logged server-side and answered with a bare 500 message.
+The body is text-embeddings-inference's ``{"error": message, "error_type": type}`` (OpenAI's
+``{"error": {"message", "type", "param", "code"}}`` under ``/v1/``), and ``error_type`` uses TEI's names
+and casing: ``Validation`` (413 too many / too long inputs, 422 malformed requests), ``Empty`` (400),
+``Overloaded`` (429, with ``Retry-After``), ``Unhealthy`` (503), ``Tokenizer`` (422), ``Backend``.
+Situations TEI has no name for keep one in the same casing: ``Unauthorized`` (401), ``NotFound`` (404),
+``MethodNotAllowed`` (405), ``RequestTimeout`` (408), ``Misdirected`` (421, Host not allowed),
+``NoCollection`` / ``BackendUnavailable`` (503, ``/search``), ``Internal`` (500: logged server-side,
+answered with a bare message).
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .middleware import error_body
+
 log = logging.getLogger("csr_adapter.server")
 
-ERROR_TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-               408: "request_timeout", 413: "payload_too_large", 415: "unsupported_media_type",
-               421: "misdirected", 422: "validation", 503: "overloaded"}
+ERROR_TYPES = {400: "Validation", 401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed",
+               408: "RequestTimeout", 413: "Validation", 415: "Validation", 421: "Misdirected", 422: "Validation",
+               424: "Backend", 429: "Overloaded", 500: "Internal", 503: "Unhealthy"}
 
 
 class ApiError(Exception):
@@ -31,7 +37,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-        self.error_type = error_type or ERROR_TYPES.get(status, "error")
+        self.error_type = error_type or ERROR_TYPES.get(status, "Internal")
         self.headers = headers
 
 
@@ -41,9 +47,9 @@ def _safe(text: str) -> str:
 
 
 def error_response(status: int, message: str, error_type: str | None = None, detail: list | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": _safe(message), "error_type": error_type or ERROR_TYPES.get(status, "error")}
-    if detail is not None:
+                   headers: dict[str, str] | None = None, path: str = "") -> JSONResponse:
+    body = error_body(path, status, _safe(message), error_type or ERROR_TYPES.get(status, "Internal"))
+    if detail is not None and "error_type" in body:
         body["detail"] = detail
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -73,8 +79,8 @@ def install(app: FastAPI) -> None:
     """Register the JSON error handlers on ``app``."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.error_type, headers=exc.headers)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.error_type, headers=exc.headers, path=request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -82,17 +88,17 @@ def install(app: FastAPI) -> None:
         message = _validation_message(detail)
         if "json" not in request.headers.get("content-type", "json"):  # e.g. curl -d without -H
             message = "request body must be JSON sent with 'Content-Type: application/json'"
-        return error_response(422, message, "validation", detail)
+        return error_response(422, message, "Validation", detail, path=request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         status = exc.status_code
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if status == 400 and "parsing the body" in message:  # unreadable body: bad input, like bad JSON
             status, message = 422, "request body could not be parsed"
-        return error_response(status, message, headers=getattr(exc, "headers", None))
+        return error_response(status, message, headers=getattr(exc, "headers", None), path=request.url.path)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error: %s", exc)
-        return error_response(500, "internal server error (see the server log)", "internal")
+        return error_response(500, "internal server error (see the server log)", "Internal", path=request.url.path)

@@ -16,6 +16,22 @@ Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
 
+OPENAI_PREFIX = "/v1/"  # routes that answer errors in OpenAI's shape
+
+
+def error_body(path: str, status: int, message: str, error_type: str) -> dict[str, Any]:
+    """An error as TEI answers it, ``{"error": message, "error_type": type}``, or under ``/v1/`` as OpenAI
+    does, ``{"error": {"message", "type", "param", "code"}}`` (``code``: the HTTP status)."""
+    if path.startswith(OPENAI_PREFIX):
+        return {"error": {"message": message, "type": error_type, "param": None, "code": status}}
+    return {"error": message, "error_type": error_type}
+
+
+async def send_error(scope: Scope, send, status: int, message: str, error_type: str,
+                     headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    await send_json(send, status, error_body(scope.get("path", ""), status, message, error_type), headers)
+
+
 async def send_json(send, status: int, body: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
@@ -45,8 +61,7 @@ class BearerAuth:
         given = _header(scope, b"authorization") or b""
         if not secrets.compare_digest(given, self.expected):
             message = "missing or invalid API key: send 'Authorization: Bearer <key>'"
-            return await send_json(send, 401, {"error": message, "error_type": "unauthorized"},
-                                   [(b"www-authenticate", b"Bearer")])
+            return await send_error(scope, send, 401, message, "Unauthorized", [(b"www-authenticate", b"Bearer")])
         return await self.app(scope, receive, send)
 
 
@@ -63,8 +78,7 @@ class BodyLimit:
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             message = f"request body larger than {self.max_bytes} bytes"
-            return await send_json(send, 413, {"error": message, "error_type": "payload_too_large"},
-                                   [(b"connection", b"close")])
+            return await send_error(scope, send, 413, message, "Validation", [(b"connection", b"close")])
         seen = 0
 
         async def limited_receive() -> dict:
@@ -115,8 +129,7 @@ class HostCheck:
         if header is not None and host_of(header) not in self.allowed:
             shown = header.decode("latin-1")[:100].encode("ascii", "backslashreplace").decode()
             message = f"host {shown!r} is not allowed: start the server with --allowed-host NAME"
-            return await send_json(send, 421, {"error": message, "error_type": "misdirected"},
-                                   [(b"connection", b"close")])
+            return await send_error(scope, send, 421, message, "Misdirected", [(b"connection", b"close")])
         return await self.app(scope, receive, send)
 
 

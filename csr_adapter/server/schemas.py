@@ -1,7 +1,5 @@
-"""Request and response bodies (pydantic), shaped like text-embeddings-inference's where TEI has them.
-
-Unknown fields are ignored, so TEI clients that send ``truncate`` or ``truncation_direction`` work
-unchanged (inputs are always truncated to the model's ``max_seq_length``).
+"""Request and response bodies (pydantic), shaped like text-embeddings-inference's where TEI has them,
+and like OpenAI's for ``/v1/embeddings``. Unknown fields are ignored (TEI clients may send more).
 """
 
 from __future__ import annotations
@@ -40,12 +38,18 @@ PromptName = Literal["query", "document"]
 FilterValue = StrictStr | StrictInt | StrictFloat | StrictBool | list[StrictStr | StrictInt | StrictFloat | StrictBool]
 
 
+TruncationDirection = Literal["right", "left", "Right", "Left"]
+
+
 class _Request(BaseModel):
     inputs: Inputs
     prompt_name: PromptName | None = Field(
         None, description="Prepend the model's query or document prefix (none when omitted).")
     truncate: StrictBool | None = Field(
-        None, description="Accepted for TEI compatibility; inputs are always truncated to max_seq_length.")
+        None, description="Cut inputs longer than the model's max_input_length tokens (see /info). false: such "
+                          "an input is refused with 413; omitted: the server's auto_truncate (/info).")
+    truncation_direction: TruncationDirection = Field(
+        "right", description="Which end of a too-long input is cut when truncating (TEI's Right/Left accepted).")
 
     _unicode = field_validator("inputs")(check_unicode)
 
@@ -54,12 +58,23 @@ class EmbedSparseRequest(_Request):
     """``POST /embed_sparse``."""
 
     k: PositiveInt | None = Field(None, description="Active latents per code (default: the model's k; at most h).")
+    role: Literal["document", "query"] = Field(
+        "document", description="'query': code the inputs as search queries, at the model's wider query_k "
+                                "(see /info) when it has one, to score against document codes; default: "
+                                "document codes. prompt_name only adds the prefix.")
+
+
+Dimensions = Annotated[StrictInt | None, Field(
+    ge=1, description="Length of the returned vectors: only the backbone's full d is served (the backbone "
+                            "is not Matryoshka-trained); any other value is refused with 422.")]
 
 
 class EmbedRequest(_Request):
     """``POST /embed``."""
 
-    normalize: StrictBool = Field(True, description="L2-normalise the vectors.")
+    normalize: StrictBool = Field(True, description="L2-normalise the vectors (false: the pooled vectors as the "
+                                                    "backbone computes them before its normalisation).")
+    dimensions: Dimensions = None
 
 
 class SparseValue(BaseModel):
@@ -67,6 +82,37 @@ class SparseValue(BaseModel):
 
     index: int
     value: float
+
+
+class OpenAIEmbeddingsRequest(BaseModel):
+    """``POST /v1/embeddings`` (OpenAI's request shape)."""
+
+    input: Inputs
+    model: StrictStr | None = Field(None, description="Accepted and echoed; the served model answers.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="base64: each vector as little-endian float32 bytes, base64-encoded (as OpenAI).")
+    dimensions: Dimensions = None
+    user: StrictStr | None = Field(None, description="Accepted and ignored.")
+
+    _unicode = field_validator("input")(check_unicode)
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingsResponse(BaseModel):
+    object: Literal["list"]
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
 
 
 class SearchRequest(BaseModel):
@@ -98,27 +144,63 @@ class SearchResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """Every error: a one-line message and a machine-readable type (no tracebacks)."""
+    """Every error (TEI's shape): a one-line message and a machine-readable type (no tracebacks)."""
 
     error: str
-    error_type: str
+    error_type: str = Field(..., description="TEI's names (Validation, Empty, Overloaded, Unhealthy, Tokenizer, "
+                                             "Backend) and ours in the same casing (Unauthorized, NotFound, ...).")
     detail: list[dict[str, Any]] | None = None
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: int
+
+
+class OpenAIErrorResponse(BaseModel):
+    """Errors of ``/v1/`` routes (OpenAI's shape)."""
+
+    error: OpenAIErrorDetail
 
 
 class HealthResponse(BaseModel):
     status: Literal["ok"]
 
 
-class InfoResponse(BaseModel):
+class CSRInfo(BaseModel):
+    """csr-adapter's own facts about the served model and server."""
+
     model: str
-    model_id: str
+    model_id: str = Field(..., description="The CSR model's id (backbone, head and config hash).")
     backbone: str
     d: int
     h: int
     k: int
+    query_k: int | None
     max_seq_length: int
     device: str
     collections: list[str]
     limits: dict[str, Any]
     batching: dict[str, Any]
+
+
+class InfoResponse(BaseModel):
+    """TEI's ``Info`` (the fields TEI clients read), plus ``csr_adapter`` with our own."""
+
+    model_id: str
+    model_sha: str | None
+    model_dtype: str
+    model_type: dict[str, Any]
+    max_concurrent_requests: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_batch_requests: int | None
+    max_client_batch_size: int
+    auto_truncate: bool
+    tokenization_workers: int
     version: str
+    sha: str | None
+    docker_label: str | None
+    csr_adapter: CSRInfo

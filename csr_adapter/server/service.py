@@ -13,7 +13,7 @@ from ..errors import CSRAdapterError
 from ..filters import with_absolute_paths
 from .batching import BatchTimeout, Overloaded, Unavailable
 from .config import ServeConfig
-from .engine import EncodeEngine, EncodeJob, EncodeResult
+from .engine import EncodeEngine, EncodeJob, EncodeResult, TooLong
 from .errors import ApiError, log
 from .schemas import SearchRequest
 
@@ -47,21 +47,35 @@ class Service:
         self.search_pool: ThreadPoolExecutor | None = None
         self.source_root = os.path.abspath(config.source_root or os.getcwd())
 
-    def texts(self, inputs: str | list[str], prompt_name: str | None) -> list[str]:
-        """Check a request's inputs against the limits; return them with the prompt prefix applied."""
+    def texts(self, inputs: str | list[str], prompt_name: str | None = None) -> list[str]:
+        """Check a request's inputs against the limits; return them with the prompt prefix applied.
+
+        As TEI: an empty batch or text is 400 ``Empty``, too many inputs 413 ``Validation``."""
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
         if not texts:
-            raise ApiError(422, "inputs must not be empty", "empty")
+            raise ApiError(400, "`inputs` cannot be empty", "Empty")
         if len(texts) > self.config.max_inputs:
-            raise ApiError(413, f"{len(texts)} inputs; at most {self.config.max_inputs} per request")
+            raise ApiError(413, f"batch size {len(texts)} > maximum allowed batch size {self.config.max_inputs}")
         for i, text in enumerate(texts):
             if len(text) > self.config.max_chars:
                 raise ApiError(413, f"inputs[{i}] has {len(text)} characters; at most {self.config.max_chars}")
             if not text.strip():
-                raise ApiError(422, f"inputs[{i}] is empty", "empty")
+                raise ApiError(400, f"inputs[{i}] is empty", "Empty")
         prefix = {"query": self.encoder.config.query_prefix,
                   "document": self.encoder.config.document_prefix}.get(prompt_name or "", "")
         return [prefix + t for t in texts] if prefix else texts
+
+    def truncation(self, truncate: bool | None, direction: str) -> dict[str, Any]:
+        """``EncodeJob`` fields for a request's ``truncate`` (omitted: the server's ``auto_truncate``)."""
+        return {"truncate": self.config.auto_truncate if truncate is None else truncate,
+                "truncation_side": direction.lower()}
+
+    def check_dimensions(self, dimensions: int | None) -> None:
+        d = self.encoder.d
+        if dimensions is not None and dimensions != d:
+            raise ApiError(422, f"dimensions={dimensions} is not supported: the backbone "
+                                f"({self.encoder.config.backbone}) is not Matryoshka-trained, so a cut vector is not "
+                                f"a valid embedding; omit dimensions or pass {d}", "Validation")
 
     def check_k(self, k: int | None) -> int | None:
         if k is not None and k > self.encoder.h:
@@ -70,25 +84,30 @@ class Service:
 
     async def run(self, job: EncodeJob) -> EncodeResult:
         try:
-            return await self.engine.run(job)
+            result = await self.engine.run(job)
         except Overloaded as exc:
-            raise ApiError(503, str(exc), "overloaded", {"Retry-After": "1"}) from None
+            raise ApiError(429, f"Model is overloaded: {exc}", "Overloaded", {"Retry-After": "1"}) from None
         except BatchTimeout as exc:
-            raise ApiError(503, str(exc), "timeout", {"Retry-After": "1"}) from None
+            raise ApiError(429, f"Model is overloaded: {exc}", "Overloaded", {"Retry-After": "1"}) from None
         except Unavailable as exc:
-            raise ApiError(503, str(exc), "unavailable", {"Retry-After": "1"}) from None
+            raise ApiError(503, str(exc), "Unhealthy", {"Retry-After": "1"}) from None
         except UnicodeError as exc:  # the tokenizer rejected this request's text (its batch-mates were re-run)
-            raise ApiError(422, f"text cannot be encoded ({type(exc).__name__})") from None
+            raise ApiError(422, f"text cannot be encoded ({type(exc).__name__})", "Tokenizer") from None
+        if isinstance(result.error, TooLong):
+            raise ApiError(413, f"Input validation error: {result.error}", "Validation")
+        if result.error is not None:
+            raise result.error
+        return result
 
     async def search(self, req: SearchRequest) -> dict[str, Any]:
         if not self.collections:
-            raise ApiError(503, "no collection is served: start with --collection NAME", "no_collection")
+            raise ApiError(503, "no collection is served: start with --collection NAME", "NoCollection")
         name = req.collection or next(iter(self.collections))
         searcher = self.collections.get(name)
         if searcher is None:
             raise ApiError(404, f"unknown collection {name!r}; served: {sorted(self.collections)}")
         if not req.query.strip():
-            raise ApiError(422, "query is empty", "empty")
+            raise ApiError(422, "query is empty", "Empty")
         if len(req.query) > self.config.max_chars:
             raise ApiError(413, f"query has {len(req.query)} characters; at most {self.config.max_chars}")
         if req.top_k > self.config.max_top_k:
@@ -97,8 +116,8 @@ class Service:
         k = self.check_k(req.k) or getattr(searcher, "k", None) or enc.k
         sparse = getattr(searcher, "sparse", None) is not None
         own = enc is not self.encoder
-        job = EncodeJob([enc.config.query_prefix + req.query], k=k if sparse and not own else None, dense=True,
-                        normalize=False, raw=True)
+        job = EncodeJob([enc.config.query_prefix + req.query], k=k if sparse and not own else None, role="query",
+                        dense=True, normalize=None, raw=True)
         result = await self.run(job)
         code = result.sparse[0] if result.sparse else None
         if sparse and own:  # the shared backbone's vector through the collection's own head
@@ -110,16 +129,16 @@ class Service:
                 self.absolute_filter(req.filter)),
                 self.config.timeout_s)
         except asyncio.TimeoutError:
-            raise ApiError(503, f"collection {name!r} did not answer within {self.config.timeout_s:g}s", "timeout",
-                           {"Retry-After": "1"}) from None
+            raise ApiError(503, f"collection {name!r} did not answer within {self.config.timeout_s:g}s",
+                           "BackendUnavailable", {"Retry-After": "1"}) from None
         except (TypeError, ValueError) as exc:  # bad filter, k mismatch: the caller's input
             raise ApiError(422, f"search rejected: {first_line(exc)}") from None
         except CSRAdapterError as exc:  # backend unreachable, closed, corrupt
-            raise ApiError(503, f"collection {name!r} unavailable: {exc}", "backend_unavailable") from None
+            raise ApiError(503, f"collection {name!r} unavailable: {exc}", "BackendUnavailable") from None
         except Exception as exc:  # a client library's own error (connection lost, ...): retryable, logged
             log.exception("search on %r failed", name)
             raise ApiError(503, f"collection {name!r} unavailable ({type(exc).__name__})",
-                           "backend_unavailable") from None
+                           "BackendUnavailable") from None
         hits = [self.public_hit(h.to_dict()) for h in answer.hits]
         return {"collection": name, "reason": answer.reason, "hits": hits}
 
@@ -151,10 +170,21 @@ class Service:
         return with_absolute_paths(flt, self.source_root)
 
     def info(self, model: str) -> dict[str, Any]:
-        enc = self.encoder
-        return {"model": model, "model_id": enc.model_id, "backbone": enc.config.backbone, "d": enc.d, "h": enc.h,
-                "k": enc.k, "max_seq_length": enc.backbone.max_seq_length, "device": str(enc.device),
-                "collections": list(self.collections), "limits": self.config.limits(),
-                "batching": {"max_batch_size": self.config.max_batch_size, "max_wait_ms": self.config.max_wait_ms,
-                             "max_queue": self.config.max_queue, **self.engine.batcher.stats.to_dict()},
-                "version": __version__}
+        """TEI's ``Info`` fields, and csr-adapter's own under ``csr_adapter``."""
+        enc, cfg = self.encoder, self.config
+        seq = enc.backbone.max_seq_length
+        return {
+            "model_id": model, "model_sha": None, "model_dtype": "float32",
+            "model_type": {"embedding": {"pooling": enc.backbone.pooling.mode}},
+            "max_concurrent_requests": cfg.max_queue, "max_input_length": seq,
+            "max_batch_tokens": cfg.max_batch_size * seq, "max_batch_requests": None,
+            "max_client_batch_size": cfg.max_inputs, "auto_truncate": cfg.auto_truncate, "tokenization_workers": 1,
+            "version": __version__, "sha": None, "docker_label": None,
+            "csr_adapter": {
+                "model": model, "model_id": enc.model_id, "backbone": enc.config.backbone, "d": enc.d, "h": enc.h,
+                "k": enc.k, "query_k": enc.config.query_k, "max_seq_length": seq, "device": str(enc.device),
+                "collections": list(self.collections), "limits": cfg.limits(),
+                "batching": {"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms,
+                             "max_queue": cfg.max_queue, **self.engine.batcher.stats.to_dict()},
+            },
+        }
