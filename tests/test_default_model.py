@@ -7,10 +7,22 @@ from pathlib import Path
 from conftest import SHARED_DATA
 
 from csr_adapter import CSREncoder
+from csr_adapter.config import CSRConfig
 from csr_adapter.encoder import DEFAULT_MODEL_DIR
 from csr_adapter.training.broad import BROAD_SETS, EVAL_SETS
-from csr_adapter.training.default_model import card_text, train_head, training_texts
+from csr_adapter.training.default_model import COMMAND, DEFAULT_SETTINGS, card_text, train_head, training_texts
 from csr_adapter.training.zeroshot import score_sets
+
+
+def test_shipped_default_is_the_builders_head():
+    """The shipped head: built by `make default-model` with its settings, frozen stock backbone, scored."""
+    conf = CSRConfig.load(DEFAULT_MODEL_DIR)
+    t = conf.training
+    assert (conf.h, conf.k, conf.query_k) == (DEFAULT_SETTINGS["h"], 8, DEFAULT_SETTINGS["query_k"])
+    assert conf.backbone == "all-MiniLM-L6-v2" and t["backbone_finetuned"] is False and t["command"] == COMMAND
+    assert t["settings"]["steps"] == DEFAULT_SETTINGS["steps"] and t["settings"]["init"] == "scratch"
+    rows = next(iter(conf.scores.values()))["rows"]
+    assert {r["set"] for r in rows} == set(EVAL_SETS) and all(0 < r["k=8"] <= 1 for r in rows)
 
 
 def test_shipped_card_lists_every_training_set_and_licence(encoder):

@@ -231,19 +231,3 @@ def test_finetune_backbone_smoke(tmp_path: Path, cache_dir: str) -> None:
     loaded = CSREncoder.from_pretrained(tmp_path / "ft", device="cpu")
     x = ["drug 3 and blood pressure"]
     assert np.allclose(loaded.encode_dense(x), enc.encode_dense(x), atol=1e-5)
-
-
-def test_shipped_default_head_provenance() -> None:
-    """The shipped head: CSRv2-trained on train splits only, frozen stock backbone, test scores in the card."""
-    from csr_adapter.config import CSRConfig
-    from csr_adapter.encoder import DEFAULT_MODEL_DIR
-
-    conf = CSRConfig.load(DEFAULT_MODEL_DIR)
-    t = conf.training
-    assert conf.h == 1536 and conf.k == 8 and conf.backbone == "all-MiniLM-L6-v2"
-    assert t["method"] == "CSRv2" and t["backbone_finetuned"] is False and t["settings"]["k_init"] == 64
-    assert "train qrels" in t["data"] and "test" not in t["data"]
-    rows = next(iter(conf.scores.values()))["rows"]
-    assert {r["k"] for r in rows} >= {2, 4, 8, 16, 32}
-    card = (DEFAULT_MODEL_DIR / "README.md").read_text()
-    assert "make default-model" in card and "nDCG@10" in card
