@@ -69,6 +69,38 @@ def scifact_slice():
 
 
 @pytest.fixture(scope="session")
+def scifact_dense(encoder, scifact_slice):
+    """The real backbone's vectors (document prefix) of every ``scifact_slice`` doc, rows in its ``docs``
+    order: one backbone pass over the slice per session, through the run's dense cache (``cached_dense``),
+    so every test that ranks or indexes the slice reads these rows instead of encoding it again. Do not
+    mutate it (not flagged read-only: torch warns on non-writable arrays)."""
+    from csr_adapter.cache import cached_dense
+
+    texts = list(scifact_slice["docs"].values())
+    return cached_dense(encoder, texts, prefix=encoder.config.document_prefix, show_progress_bar=False)
+
+
+@pytest.fixture(scope="session")
+def small_docs(scifact_slice) -> dict[str, str]:
+    """30 real SciFact docs (doc id -> text, the slice's first 30), each cut to its first 600 characters:
+    the shared corpus of the framework-integration tests (LangChain, LlamaIndex, Haystack), whose point is
+    the wiring, not long inputs; shorter texts keep their many real encodes cheap."""
+    return {d: t[:600] for d, t in list(scifact_slice["docs"].items())[:30]}
+
+
+@pytest.fixture(scope="module")
+def shared_integration_encoder(encoder):
+    """Framework objects built with no model (CSREmbeddings(), CSRSparseTextEmbedder(), ...) reuse the
+    session's model instead of loading it again; the registry is emptied when the module ends."""
+    from csr_adapter.integrations import encoders
+
+    for device in ("auto", "cpu"):
+        encoders._ENCODERS[(None, device)] = encoder
+    yield encoder
+    encoders._ENCODERS.clear()
+
+
+@pytest.fixture(scope="session")
 def untrained_encoder():
     """Real backbone + a freshly initialised head (seed 0): for shape and round-trip tests."""
     from csr_adapter import CSREncoder

@@ -22,23 +22,16 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
 from llama_index.vector_stores.qdrant import QdrantVectorStore  # noqa: E402
 from qdrant_client import QdrantClient  # noqa: E402
 
-from csr_adapter.integrations import encoders  # noqa: E402
 from csr_adapter.integrations import llamaindex as li  # noqa: E402
 from csr_adapter.sparse import SparseEmbeddings  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def shared_encoder(encoder):
-    """Objects built with no model reuse the session's model instead of reloading it."""
-    for device in ("auto", "cpu"):
-        encoders._ENCODERS[(None, device)] = encoder
-    yield encoder
-    encoders._ENCODERS.clear()
+# objects built with no model reuse the session's model (conftest.py)
+pytestmark = pytest.mark.usefixtures("shared_integration_encoder")
 
 
 @pytest.fixture(scope="module")
-def docs(scifact_slice) -> dict[str, str]:
-    return dict(list(scifact_slice["docs"].items())[:30])
+def docs(small_docs) -> dict[str, str]:
+    return small_docs
 
 
 @pytest.fixture(scope="module")
