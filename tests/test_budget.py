@@ -57,11 +57,17 @@ def tiny_beir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pooled_model(tiny_beir, tmp_path_factory) -> Path:
+def cache_dir(tmp_path_factory) -> str:
+    """This module's embedding cache: training and `eval` read tiny_beir's backbone vectors from one pass."""
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def pooled_model(tiny_beir, cache_dir, tmp_path_factory) -> Path:
     """A head trained with --budget pooled (k̄ = 4) on the tiny slice; frozen backbone."""
     out = tmp_path_factory.mktemp("pooled") / "model"
     cfg = TrainConfig(k=4, k_init=16, epochs=3, batch_size=64, threads=1, device="cpu", budget="pooled",
-                      threshold_frac=0.2, cache_dir=str(tmp_path_factory.mktemp("cache")))
+                      threshold_frac=0.2, cache_dir=cache_dir)
     train([load_source(tiny_beir, "beir")[0]], cfg, out, progress=False, echo=lambda m: None)
     return out
 
@@ -98,9 +104,9 @@ def test_threshold_mode_is_batch_independent_and_stored(pooled_model):
 def test_corpus_mode_gives_exactly_n_times_k_postings(pooled_model, tiny_beir):
     enc = CSREncoder.from_pretrained(pooled_model, device="cpu")
     data = load_beir(tiny_beir, "test")
-    texts = [data.doc_text(d) for d in list(data.corpus)[:40]]
+    texts = [data.doc_text(d) for d in list(data.corpus)[:16]]
     dense, codes = encode_corpus(enc, texts, 4)
-    assert codes.nnz.sum() == 40 * 4 and codes.nnz.max() <= enc.config.extra["budget"]["k_max"]
+    assert codes.nnz.sum() == 16 * 4 and codes.nnz.max() <= enc.config.extra["budget"]["k_max"]
     np.testing.assert_allclose(np.linalg.norm(codes.to_dense(), axis=1), 1.0, rtol=1e-5)
     fixed = enc.sparsify(dense, k=4)
     assert postings_per_query(fixed[:5], codes) > 0 and nnz_stats(codes)["mean"] == 4.0
@@ -148,12 +154,13 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def test_eval_reports_active_dims_per_document_and_query(pooled_model, tiny_beir):
-    out = run("eval", "--data", tiny_beir, "--model", pooled_model, "--budget", "threshold", "--no-dense")
+def test_eval_reports_active_dims_per_document_and_query(pooled_model, tiny_beir, cache_dir):
+    out = run("eval", "--data", tiny_beir, "--model", pooled_model, "--budget", "threshold", "--no-dense",
+              "--cache-dir", cache_dir)
     assert out.exit_code == 0, out.output
     assert "documents mean" in out.output and "queries   mean" in out.output and "postings/query" in out.output
     res = json.loads(run("eval", "--data", tiny_beir, "--model", pooled_model, "--budget", "corpus", "--k", "4",
-                         "--no-dense", "--json").output)
+                         "--no-dense", "--json", "--cache-dir", cache_dir).output)
     row = res["rows"][0]
     assert row["doc_active"]["mean"] == pytest.approx(4.0) and sum(row["doc_active"]["hist"].values()) == res["docs"]
     bad = run("eval", "--data", tiny_beir, "--budget", "threshold")  # shipped model: no θ

