@@ -41,7 +41,7 @@ def test_encoder_adapt_returns_a_savable_fitted_model(encoder, scifact_slice, tm
     from csr_adapter import CSREncoder
     from csr_adapter.training.adapt import AdaptConfig
 
-    texts = list(scifact_slice["docs"].values())[:24]
+    texts = list(scifact_slice["docs"].values())[:12]
     adapted = encoder.adapt(texts, config=AdaptConfig(min_steps=20, max_steps=20))
     assert adapted.model_id != encoder.model_id and adapted.backbone is encoder.backbone
     report = adapted.config.training["adapt_report"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import warnings
 from pathlib import Path
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import SCIFACT
 
 from csr_adapter import CSREncoder
 from csr_adapter.budget import (
@@ -31,35 +29,10 @@ from csr_adapter.training.data import load_source
 from csr_adapter.training.trainer import TrainConfig, TrainConfigError, Trainer, train
 
 
-def _jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
-def tiny_beir(tmp_path_factory) -> Path:
-    """Real SciFact in BEIR layout: 24 train queries, 16 test queries, ~70 docs."""
-    tr, te = load_beir(SCIFACT, "train"), load_beir(SCIFACT, "test")
-    train_q, test_q = sorted(tr.qrels)[:24], sorted(te.qrels)[:16]
-    rel = {d for q in train_q for d in tr.qrels[q]} | {d for q in test_q for d in te.qrels[q]}
-    docs = [d for d in tr.corpus if d in rel] + [d for d in tr.corpus if d not in rel][:24]
-    root = tmp_path_factory.mktemp("budget_beir")
-    _jsonl(root / "corpus.jsonl", [{"_id": d, "title": tr.corpus[d]["title"], "text": tr.corpus[d]["text"]}
-                                   for d in docs])
-    queries = {**{q: tr.queries[q] for q in train_q}, **{q: te.queries[q] for q in test_q}}
-    _jsonl(root / "queries.jsonl", [{"_id": q, "text": t} for q, t in queries.items()])
-    (root / "qrels").mkdir()
-    for split, data, qids in (("train", tr, train_q), ("test", te, test_q)):
-        with open(root / "qrels" / f"{split}.tsv", "w", newline="") as f:
-            w = csv.writer(f, delimiter="\t")
-            w.writerow(["query-id", "corpus-id", "score"])
-            w.writerows([q, d, g] for q in qids for d, g in data.qrels[q].items())
-    return root
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> str:
-    """This module's embedding cache: training and `eval` read tiny_beir's backbone vectors from one pass."""
-    return str(tmp_path_factory.mktemp("cache"))
+def cache_dir(tiny_beir_cache) -> str:
+    """Training and `eval` here read tiny_beir's backbone vectors (conftest.py) from one shared pass."""
+    return tiny_beir_cache
 
 
 @pytest.fixture(scope="module")

@@ -34,13 +34,17 @@ def test_dense_matches_sentence_transformers(untrained_encoder, texts) -> None:
 
 
 def test_codes_are_k_sparse_unit_norm_and_in_input_order(encoder, texts) -> None:
+    dense = encoder.encode_dense(texts, batch_size=5)  # one backbone pass, coded at each k (documents)
     for k in (2, 8, 32):
-        codes = encoder.encode_documents(texts, k=k, batch_size=5)
+        codes = encoder.sparsify(dense, k=k)
         assert len(codes) == len(texts) and codes.dim == encoder.h
         assert (codes.nnz <= k).all() and (codes.nnz > 0).all()
         np.testing.assert_allclose(np.linalg.norm(codes.to_dense(), axis=1), 1.0, rtol=1e-5)
         assert all((np.diff(r.indices) > 0).all() and (r.values > 0).all() for r in codes)
-    batch = encoder.encode(texts, k=8, batch_size=4)
+    batch = encoder.encode_documents(texts, k=8, batch_size=4)  # the whole path, other batches: same codes
+    codes = encoder.sparsify(dense, k=8)
+    np.testing.assert_array_equal(batch.indices, codes.indices)
+    np.testing.assert_allclose(batch.values, codes.values, atol=1e-5)
     single = [encoder.encode(t, k=8)[0] for t in texts[::7]]
     for row, alone in zip([batch[i] for i in range(0, len(texts), 7)], single):
         assert row.indices.tolist() == alone.indices.tolist()
