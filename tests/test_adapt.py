@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from csr_adapter.cli import cli
 
 STEPS = "25"  # adaptation steps in these tests (the default is bounded by epochs, 300..1500)
+N_DOCS = 40  # SciFact abstracts in the test corpus: 74 chunks, above MIN_ADAPT_CHUNKS and --sample 60
 
 
 def run(*args, input: str | None = None):
@@ -20,10 +21,10 @@ def run(*args, input: str | None = None):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, scifact_slice):
-    """120 real SciFact abstracts, one file each."""
+    """40 real SciFact abstracts, one file each."""
     folder = tmp_path_factory.mktemp("adapt") / "docs"
     folder.mkdir()
-    for doc_id, text in list(scifact_slice["docs"].items())[:120]:
+    for doc_id, text in list(scifact_slice["docs"].items())[:N_DOCS]:
         (folder / f"{doc_id}.txt").write_text(text, encoding="utf-8")
     return folder
 
@@ -40,7 +41,7 @@ def test_encoder_adapt_returns_a_savable_fitted_model(encoder, scifact_slice, tm
     from csr_adapter import CSREncoder
     from csr_adapter.training.adapt import AdaptConfig
 
-    texts = list(scifact_slice["docs"].values())[:80]
+    texts = list(scifact_slice["docs"].values())[:12]
     adapted = encoder.adapt(texts, config=AdaptConfig(min_steps=20, max_steps=20))
     assert adapted.model_id != encoder.model_id and adapted.backbone is encoder.backbone
     report = adapted.config.training["adapt_report"]
@@ -158,7 +159,7 @@ def test_client_collection_owns_its_model(corpus, tmp_path, monkeypatch, encoder
 def test_eval_adapt_trains_on_the_corpus_file_only(corpus, scifact_slice, tmp_path):
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
-    docs = {d: t for d, t in list(scifact_slice["docs"].items())[:120]}
+    docs = {d: t for d, t in list(scifact_slice["docs"].items())[:N_DOCS // 2]}
     (beir / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": d, "text": t}) for d, t in docs.items()))
     qids = [q for q, rel in scifact_slice["qrels"].items() if set(rel) & set(docs)][:10]
     (beir / "queries.jsonl").write_text("\n".join(json.dumps({"_id": q, "text": scifact_slice["queries"][q]})

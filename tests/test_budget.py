@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import warnings
 from pathlib import Path
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import SCIFACT
 
 from csr_adapter import CSREncoder
 from csr_adapter.budget import (
@@ -31,37 +29,18 @@ from csr_adapter.training.data import load_source
 from csr_adapter.training.trainer import TrainConfig, TrainConfigError, Trainer, train
 
 
-def _jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+@pytest.fixture(scope="module")
+def cache_dir(tiny_beir_cache) -> str:
+    """Training and `eval` here read tiny_beir's backbone vectors (conftest.py) from one shared pass."""
+    return tiny_beir_cache
 
 
 @pytest.fixture(scope="module")
-def tiny_beir(tmp_path_factory) -> Path:
-    """Real SciFact in BEIR layout: 24 train queries, 16 test queries, ~70 docs."""
-    tr, te = load_beir(SCIFACT, "train"), load_beir(SCIFACT, "test")
-    train_q, test_q = sorted(tr.qrels)[:24], sorted(te.qrels)[:16]
-    rel = {d for q in train_q for d in tr.qrels[q]} | {d for q in test_q for d in te.qrels[q]}
-    docs = [d for d in tr.corpus if d in rel] + [d for d in tr.corpus if d not in rel][:24]
-    root = tmp_path_factory.mktemp("budget_beir")
-    _jsonl(root / "corpus.jsonl", [{"_id": d, "title": tr.corpus[d]["title"], "text": tr.corpus[d]["text"]}
-                                   for d in docs])
-    queries = {**{q: tr.queries[q] for q in train_q}, **{q: te.queries[q] for q in test_q}}
-    _jsonl(root / "queries.jsonl", [{"_id": q, "text": t} for q, t in queries.items()])
-    (root / "qrels").mkdir()
-    for split, data, qids in (("train", tr, train_q), ("test", te, test_q)):
-        with open(root / "qrels" / f"{split}.tsv", "w", newline="") as f:
-            w = csv.writer(f, delimiter="\t")
-            w.writerow(["query-id", "corpus-id", "score"])
-            w.writerows([q, d, g] for q in qids for d, g in data.qrels[q].items())
-    return root
-
-
-@pytest.fixture(scope="module")
-def pooled_model(tiny_beir, tmp_path_factory) -> Path:
+def pooled_model(tiny_beir, cache_dir, tmp_path_factory) -> Path:
     """A head trained with --budget pooled (k̄ = 4) on the tiny slice; frozen backbone."""
     out = tmp_path_factory.mktemp("pooled") / "model"
     cfg = TrainConfig(k=4, k_init=16, epochs=3, batch_size=64, threads=1, device="cpu", budget="pooled",
-                      threshold_frac=0.2, cache_dir=str(tmp_path_factory.mktemp("cache")))
+                      threshold_frac=0.2, cache_dir=cache_dir)
     train([load_source(tiny_beir, "beir")[0]], cfg, out, progress=False, echo=lambda m: None)
     return out
 
@@ -98,9 +77,9 @@ def test_threshold_mode_is_batch_independent_and_stored(pooled_model):
 def test_corpus_mode_gives_exactly_n_times_k_postings(pooled_model, tiny_beir):
     enc = CSREncoder.from_pretrained(pooled_model, device="cpu")
     data = load_beir(tiny_beir, "test")
-    texts = [data.doc_text(d) for d in list(data.corpus)[:40]]
+    texts = [data.doc_text(d) for d in list(data.corpus)[:16]]
     dense, codes = encode_corpus(enc, texts, 4)
-    assert codes.nnz.sum() == 40 * 4 and codes.nnz.max() <= enc.config.extra["budget"]["k_max"]
+    assert codes.nnz.sum() == 16 * 4 and codes.nnz.max() <= enc.config.extra["budget"]["k_max"]
     np.testing.assert_allclose(np.linalg.norm(codes.to_dense(), axis=1), 1.0, rtol=1e-5)
     fixed = enc.sparsify(dense, k=4)
     assert postings_per_query(fixed[:5], codes) > 0 and nnz_stats(codes)["mean"] == 4.0
@@ -148,12 +127,13 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def test_eval_reports_active_dims_per_document_and_query(pooled_model, tiny_beir):
-    out = run("eval", "--data", tiny_beir, "--model", pooled_model, "--budget", "threshold", "--no-dense")
+def test_eval_reports_active_dims_per_document_and_query(pooled_model, tiny_beir, cache_dir):
+    out = run("eval", "--data", tiny_beir, "--model", pooled_model, "--budget", "threshold", "--no-dense",
+              "--cache-dir", cache_dir)
     assert out.exit_code == 0, out.output
     assert "documents mean" in out.output and "queries   mean" in out.output and "postings/query" in out.output
     res = json.loads(run("eval", "--data", tiny_beir, "--model", pooled_model, "--budget", "corpus", "--k", "4",
-                         "--no-dense", "--json").output)
+                         "--no-dense", "--json", "--cache-dir", cache_dir).output)
     row = res["rows"][0]
     assert row["doc_active"]["mean"] == pytest.approx(4.0) and sum(row["doc_active"]["hist"].values()) == res["docs"]
     bad = run("eval", "--data", tiny_beir, "--budget", "threshold")  # shipped model: no θ

@@ -12,10 +12,13 @@ import pytest
 from csr_adapter import CSREncoder
 from csr_adapter.errors import ModelLoadError
 
+N_DOCS = 8  # long abstracts first in ``texts``, then 8 short queries, then two tiny texts
+
 
 @pytest.fixture(scope="module")
 def texts(scifact_slice) -> list[str]:
-    docs = list(scifact_slice["docs"].values())[:24]
+    """Mixed lengths (abstracts cut at 256 tokens, queries, a word): batches pad and sort by length."""
+    docs = list(scifact_slice["docs"].values())[:N_DOCS]
     return docs + list(scifact_slice["queries"].values())[:8] + ["short", "a b c"]
 
 
@@ -31,23 +34,27 @@ def test_dense_matches_sentence_transformers(untrained_encoder, texts) -> None:
 
 
 def test_codes_are_k_sparse_unit_norm_and_in_input_order(encoder, texts) -> None:
+    dense = encoder.encode_dense(texts, batch_size=5)  # one backbone pass, coded at each k (documents)
     for k in (2, 8, 32):
-        codes = encoder.encode_documents(texts, k=k, batch_size=5)
+        codes = encoder.sparsify(dense, k=k)
         assert len(codes) == len(texts) and codes.dim == encoder.h
         assert (codes.nnz <= k).all() and (codes.nnz > 0).all()
         np.testing.assert_allclose(np.linalg.norm(codes.to_dense(), axis=1), 1.0, rtol=1e-5)
         assert all((np.diff(r.indices) > 0).all() and (r.values > 0).all() for r in codes)
-    batch = encoder.encode(texts, k=8, batch_size=4)
+    batch = encoder.encode_documents(texts, k=8, batch_size=4)  # the whole path, other batches: same codes
+    codes = encoder.sparsify(dense, k=8)
+    np.testing.assert_array_equal(batch.indices, codes.indices)
+    np.testing.assert_allclose(batch.values, codes.values, atol=1e-5)
     single = [encoder.encode(t, k=8)[0] for t in texts[::7]]
     for row, alone in zip([batch[i] for i in range(0, len(texts), 7)], single):
         assert row.indices.tolist() == alone.indices.tolist()
         np.testing.assert_allclose(row.values, alone.values, atol=1e-5)
 
 
-def test_retrieval_sanity_query_prefers_its_document(encoder, scifact_slice) -> None:
+def test_retrieval_sanity_query_prefers_its_document(encoder, scifact_slice, scifact_dense) -> None:
     qrels, queries, docs = scifact_slice["qrels"], scifact_slice["queries"], scifact_slice["docs"]
     ids = list(docs)
-    d = encoder.encode_documents([docs[i] for i in ids], k=32)
+    d = encoder.sparsify(scifact_dense, k=32)  # the session's one backbone pass over the slice's documents
     q = encoder.encode_queries([queries[x] for x in qrels], k=32)
     top = q.dot(d).argmax(axis=1)
     hits = sum(ids[t] in qrels[qid] for t, qid in zip(top, qrels))
@@ -69,7 +76,7 @@ def test_singular_names_and_similarity(encoder, texts) -> None:
 
     assert CSREncoder.encode_queries is CSREncoder.encode_query  # the plural forms stay, as aliases
     assert CSREncoder.encode_documents is CSREncoder.encode_document
-    docs, queries = encoder.encode_document(texts[:5], k=8), encoder.encode_query(texts[24:27], k=8)
+    docs, queries = encoder.encode_document(texts[:5], k=8), encoder.encode_query(texts[N_DOCS:N_DOCS + 3], k=8)
     np.testing.assert_array_equal(docs.to_dense(), encoder.encode_documents(texts[:5], k=8).to_dense())
     sim = encoder.similarity(queries, docs)
     assert sim.shape == (3, 5) and sim.dtype == np.float32

@@ -16,22 +16,20 @@ from csr_adapter.training.evaluate import code_stats, ndcg_at, rank, recall_at
 
 
 @pytest.fixture(scope="module")
-def mini(scifact_slice, tmp_path_factory):
-    """60 real SciFact docs and the slice's queries whose relevant docs are all among them."""
-    docs = dict(list(scifact_slice["docs"].items())[:60])
-    qrels = {q: r for q, r in scifact_slice["qrels"].items() if set(r) <= set(docs)}
-    return {"docs": docs, "qrels": qrels, "queries": {q: scifact_slice["queries"][q] for q in qrels},
-            "cache": tmp_path_factory.mktemp("eval_cache")}
+def mini(scifact_slice):
+    """The SciFact slice: 240 real docs, 40 queries. Its doc vectors are the session's (``scifact_dense``,
+    in the run's default embedding cache), which `csr-adapter eval` below finds there too."""
+    return {"docs": scifact_slice["docs"], "qrels": scifact_slice["qrels"], "queries": scifact_slice["queries"]}
 
 
 @pytest.fixture(scope="module")
-def slice_runs(encoder, mini):
+def slice_runs(encoder, mini, scifact_dense):
     """Real runs: dense, and sparse at k=2 (many score ties) and k=8."""
     from csr_adapter.cache import cached_dense
 
     qids, dids = list(mini["queries"]), list(mini["docs"])
-    q = cached_dense(encoder, [mini["queries"][i] for i in qids], cache_dir=mini["cache"], show_progress_bar=False)
-    d = cached_dense(encoder, [mini["docs"][i] for i in dids], cache_dir=mini["cache"], show_progress_bar=False)
+    q = cached_dense(encoder, [mini["queries"][i] for i in qids], show_progress_bar=False)
+    d = scifact_dense  # rows in mini["docs"] order
     runs = {"dense": rank(q @ d.T, qids, dids)}
     for k in (2, 8):
         runs[f"k{k}"] = rank(encoder.sparsify(q, k=k).dot(encoder.sparsify(d, k=k)), qids, dids)
@@ -91,8 +89,7 @@ def test_eval_cli_json(tmp_path, mini, slice_runs) -> None:
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
         f"{q}\t{d}\t{g}\n" for q, r in qrels.items() for d, g in r.items()))
     assert load_beir(folder, "test").qrels
-    res = CliRunner().invoke(cli, ["eval", "--data", str(folder), "--k", "2,8", "--json",
-                                   "--cache-dir", str(mini["cache"]), "--threads", "1"])
+    res = CliRunner().invoke(cli, ["eval", "--data", str(folder), "--k", "2,8", "--json", "--threads", "1"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     rows = {r["k"]: r for r in out["rows"]}

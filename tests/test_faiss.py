@@ -178,11 +178,9 @@ def test_bad_input(tmp_path, vectors):
     assert be.count() == 5  # nothing was half-written by the failed calls
 
 
-def test_real_backbone_vectors_find_the_relevant_doc(encoder, scifact_slice):
-    from csr_adapter.cache import cached_dense
-
+def test_real_backbone_vectors_find_the_relevant_doc(encoder, scifact_slice, scifact_dense):
     ids, texts = zip(*scifact_slice["docs"].items())
-    dense = cached_dense(encoder, list(texts), prefix=encoder.config.document_prefix, show_progress_bar=False)
+    dense = scifact_dense  # the real backbone's vectors of the slice's docs (one pass per session)
     be = FaissBackend(None, meta=CollectionMeta(encoder.model_id, encoder.h, encoder.k, encoder.d))
     be.upsert([Point(i, {"text": t}, dense=v) for i, t, v in zip(ids, texts, dense)])
     qids = list(scifact_slice["queries"])[:20]

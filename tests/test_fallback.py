@@ -20,11 +20,9 @@ def pid(doc_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def corpus(encoder, scifact_slice):
-    from csr_adapter.cache import cached_dense
-
+def corpus(encoder, scifact_slice, scifact_dense):
     ids, texts = zip(*scifact_slice["docs"].items())
-    dense = cached_dense(encoder, list(texts), prefix=encoder.config.document_prefix, show_progress_bar=False)
+    dense = scifact_dense
     qids = sorted(scifact_slice["queries"])
     return {"ids": [pid(i) for i in ids], "doc_ids": list(ids), "texts": list(texts), "dense": dense,
             "queries": [scifact_slice["queries"][q] for q in qids],

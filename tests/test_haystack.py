@@ -25,18 +25,13 @@ MODULE = "csr_adapter.integrations.haystack"
 K = 32  # codes at k=32 overlap enough on 30 documents for every query to get several hits
 
 
-@pytest.fixture(scope="module", autouse=True)
-def shared_encoder(encoder):
-    """Components built with no model reuse the session's model instead of reloading it."""
-    for device in ("auto", "cpu"):
-        encoders._ENCODERS[(None, device)] = encoder
-    yield encoder
-    encoders._ENCODERS.clear()
+# components built with no model reuse the session's model (conftest.py)
+pytestmark = pytest.mark.usefixtures("shared_integration_encoder")
 
 
 @pytest.fixture(scope="module")
-def documents(scifact_slice) -> list[Document]:
-    return [Document(id=d, content=t, meta={"doc": d}) for d, t in list(scifact_slice["docs"].items())[:30]]
+def documents(small_docs) -> list[Document]:
+    return [Document(id=d, content=t, meta={"doc": d}) for d, t in small_docs.items()]
 
 
 @pytest.fixture(scope="module")

@@ -26,22 +26,15 @@ from csr_adapter.integrations.fallback import FallbackSearcher, WithFallback  # 
 STATE: dict = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def shared_encoder(encoder):
-    """The suites build objects from params; make them reuse the session's model instead of reloading."""
-    for device in ("auto", "cpu"):
-        lc._ENCODERS[(None, device)] = encoder
-    yield encoder
-    lc._ENCODERS.clear()
+# the suites build objects from params: they reuse the session's model instead of reloading (conftest.py)
+pytestmark = pytest.mark.usefixtures("shared_integration_encoder")
 
 
 @pytest.fixture(scope="module")
-def corpus(encoder, scifact_slice, tmp_path_factory):
+def corpus(encoder, scifact_slice, scifact_dense, tmp_path_factory):
     """The SciFact slice in a Qdrant Edge shard (k=8) + FAISS fallback, written through WithFallback."""
-    from csr_adapter.cache import cached_dense
-
     doc_ids, texts = zip(*scifact_slice["docs"].items())
-    dense = cached_dense(encoder, list(texts), prefix=encoder.config.document_prefix, show_progress_bar=False)
+    dense = scifact_dense
     codes = encoder.sparsify(dense, k=8)
     root = tmp_path_factory.mktemp("lc")
     sparse = qdrant_edge.EdgeBackend(root / "q", meta=CollectionMeta(encoder.model_id, encoder.h, 8))
@@ -144,15 +137,15 @@ def test_embeddings_shapes(encoder):
 
 
 @pytest.mark.parametrize("mode", ["SPARSE", "HYBRID"])
-def test_sparse_embeddings_in_langchain_qdrant(encoder, corpus, mode):
+def test_sparse_embeddings_in_langchain_qdrant(encoder, small_docs, mode):
     from langchain_qdrant import QdrantVectorStore, RetrievalMode
     from qdrant_client import models
 
     sparse = lc.CSRSparseEmbeddings(encoder=encoder, k=8)
     vec = sparse.embed_query("bone fractures")
     assert vec.indices == sorted(set(vec.indices)) and 0 < len(vec.indices) <= 8
-    texts = [t[:400] for t in corpus["texts"][:30]]
-    metas = [{"source": f"{d}.txt"} for d in corpus["doc_ids"][:30]]
+    texts = [t[:400] for t in small_docs.values()][:12]  # the point is the interop: 12 real docs will do
+    metas = [{"source": f"{d}.txt"} for d in small_docs][:12]
     dense = lc.CSREmbeddings(encoder=encoder) if mode == "HYBRID" else None
     store = QdrantVectorStore.from_texts(
         texts, embedding=dense, metadatas=metas, location=":memory:", collection_name=f"csr-{mode}",

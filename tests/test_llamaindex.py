@@ -22,23 +22,16 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
 from llama_index.vector_stores.qdrant import QdrantVectorStore  # noqa: E402
 from qdrant_client import QdrantClient  # noqa: E402
 
-from csr_adapter.integrations import encoders  # noqa: E402
 from csr_adapter.integrations import llamaindex as li  # noqa: E402
 from csr_adapter.sparse import SparseEmbeddings  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def shared_encoder(encoder):
-    """Objects built with no model reuse the session's model instead of reloading it."""
-    for device in ("auto", "cpu"):
-        encoders._ENCODERS[(None, device)] = encoder
-    yield encoder
-    encoders._ENCODERS.clear()
+# objects built with no model reuse the session's model (conftest.py)
+pytestmark = pytest.mark.usefixtures("shared_integration_encoder")
 
 
 @pytest.fixture(scope="module")
-def docs(scifact_slice) -> dict[str, str]:
-    return dict(list(scifact_slice["docs"].items())[:30])
+def docs(small_docs) -> dict[str, str]:
+    return small_docs
 
 
 @pytest.fixture(scope="module")
@@ -108,20 +101,27 @@ def test_signed_wide_query_codes_reach_qdrant_unfiltered(encoder, docs, hybrid):
                               sparse_query_fn=lambda texts: li.to_lists(signed))
     result = store.query(VectorStoreQuery(query_str="any", mode=VectorStoreQueryMode.SPARSE, similarity_top_k=30))
     assert len(result.ids) == len(docs)  # negative and zero scores come back too
-    expected = np.sort(signed.dot(encoder.encode_document(list(docs.values())))[0])[::-1]
+    # every stored code scored (the stored codes are the encoder's: see the test above)
+    points = client.retrieve("docs", [f"00000000-0000-0000-0000-{i:012d}" for i in range(len(docs))],
+                             with_vectors=True)
+    vectors = [p.vector[store.sparse_vector_name] for p in points]
+    stored = SparseEmbeddings.from_rows([{"indices": v.indices, "values": v.values} for v in vectors], encoder.h)
+    expected = np.sort(signed.dot(stored)[0])[::-1]
     np.testing.assert_allclose(result.similarities, expected, atol=1e-4)
     assert min(result.similarities) < 0
 
 
 @pytest.fixture(scope="module")
-def collection(encoder, docs, tmp_path_factory):
+def collection(encoder, docs, scifact_slice, tmp_path_factory):
     """A real csr-adapter collection "docs" under its own CSR_ADAPTER_HOME (the default location): an
-    adapted head stored with it, Qdrant Edge + FAISS fallback."""
+    adapted head stored with it, Qdrant Edge + FAISS fallback. The same 30 docs, uncut (several chunks each:
+    their chunk vectors are in the run's dense store when test_adapt ran first)."""
     from csr_adapter import open_collection
     from csr_adapter.training.adapt import AdaptConfig
 
     folder, home = tmp_path_factory.mktemp("li-corpus"), tmp_path_factory.mktemp("li-home")
-    for doc_id, text in docs.items():
+    for doc_id in docs:
+        text = scifact_slice["docs"][doc_id]
         (folder / f"{doc_id}.txt").write_text(text, encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CSR_ADAPTER_HOME", str(home))

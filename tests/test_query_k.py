@@ -50,11 +50,12 @@ def test_query_k_leaves_the_model_identity_alone(encoder):
     assert wide(encoder, 64).model_id == wide(encoder, None).model_id == encoder.model_id
 
 
-def test_adapted_model_carries_query_k(encoder, scifact_slice, tmp_path):
+def test_adapted_model_carries_query_k(encoder, scifact_dense, tmp_path):
     from csr_adapter.training.adapt import AdaptConfig
 
-    texts = list(scifact_slice["docs"].values())[:64]
-    adapted = encoder.adapt(texts, config=AdaptConfig(min_steps=10, max_steps=10, query_k=48, query_code_weight=1.0))
+    dense = scifact_dense[:64]  # 64 real abstracts' backbone vectors (the session's pass over the slice)
+    adapted = encoder.adapt(dense=dense, config=AdaptConfig(min_steps=10, max_steps=10, query_k=48,
+                                                            query_code_weight=1.0))
     assert adapted.config.query_k == 48 and adapted.config.training["adapt"]["query_k"] == 48
     reloaded = CSREncoder.from_pretrained(adapted.save_pretrained(tmp_path / "m"), device="cpu")
     assert reloaded.config.query_k == 48 and reloaded.model_id == adapted.model_id

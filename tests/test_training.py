@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import BANKING77, SCIFACT
+from conftest import BANKING77
 
 from csr_adapter.cli import cli
 from csr_adapter.errors import CSRAdapterError
@@ -27,33 +26,8 @@ def _write_jsonl(path: Path, rows: list) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_beir(tmp_path_factory) -> Path:
-    """A real SciFact slice in BEIR layout: 60 train queries, 40 test queries, ~200 docs."""
-    full_train, full_test = load_beir(SCIFACT, "train"), load_beir(SCIFACT, "test")
-    train_q = sorted(full_train.qrels)[:60]
-    test_q = sorted(full_test.qrels)[:40]
-    rel = {d for q in train_q for d in full_train.qrels[q]} | {d for q in test_q for d in full_test.qrels[q]}
-    others = [d for d in full_train.corpus if d not in rel][:80]
-    docs = [d for d in full_train.corpus if d in rel] + others
-    root = tmp_path_factory.mktemp("tiny_beir")
-    _write_jsonl(root / "corpus.jsonl", [{"_id": d, **{k: full_train.corpus[d][k] for k in ("title", "text")}}
-                                         for d in docs])
-    queries = {**{q: full_train.queries[q] for q in train_q}, **{q: full_test.queries[q] for q in test_q}}
-    _write_jsonl(root / "queries.jsonl", [{"_id": q, "text": t} for q, t in queries.items()])
-    (root / "qrels").mkdir()
-    for split, data, qids in (("train", full_train, train_q), ("test", full_test, test_q)):
-        with open(root / "qrels" / f"{split}.tsv", "w", newline="") as f:
-            w = csv.writer(f, delimiter="\t")
-            w.writerow(["query-id", "corpus-id", "score"])
-            for q in qids:
-                for d, g in data.qrels[q].items():
-                    w.writerow([q, d, g])
-    return root
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("emb_cache"))
+def cache_dir(tiny_beir_cache) -> str:
+    return tiny_beir_cache
 
 
 def _cfg(cache_dir: str, **kw) -> TrainConfig:
@@ -65,7 +39,7 @@ def _cfg(cache_dir: str, **kw) -> TrainConfig:
 def test_detect_and_load_each_layout(tmp_path: Path, tiny_beir: Path) -> None:
     assert detect_kind(tiny_beir) == "beir"
     src, held = load_source(tiny_beir, holdout_frac=0.25, seed=1)
-    assert held is not None and len(held.qrels) == 15 and len(src.groups) == 45
+    assert held is not None and len(held.qrels) == 10 and len(src.groups) == 30
     n_docs = len(src.segments[0])
     for g in src.groups:  # a query and all its relevant docs share one label
         assert g[0] >= n_docs and all(i < n_docs for i in g[1:]) and len(g) >= 2
