@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import require
 from ..sparse import SparseEmbedding
 from .base import (  # noqa: F401  (InvalidTopKError: re-exported)
+    BackendBase,
     BackendError,
     CollectionMeta,
     CollectionMismatchError,
@@ -122,7 +123,7 @@ def open_faiss(
     return FaissBackend(location, meta=meta, recreate=recreate, threads=threads, index_factory=index_factory)
 
 
-class FaissBackend:
+class FaissBackend(BackendBase):
     """Dense vectors in FAISS + payloads in SQLite, implementing :class:`~.base.Backend`.
 
     >>> be = FaissBackend(".csr-adapter/faiss/docs", meta=CollectionMeta(model_id, h, k, d=384))
@@ -592,12 +593,6 @@ class FaissBackend:
             finally:
                 self._index = None
                 self._db.close()
-
-    def __enter__(self) -> FaissBackend:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         where = str(self.path) if self.path else None

@@ -28,6 +28,7 @@ import numpy as np
 
 from csr_adapter.integrations.base import (
     DEFAULT_RRF_K,
+    BackendBase,
     BackendError,
     CollectionMeta,
     CollectionNotFoundError,
@@ -120,14 +121,12 @@ def chunked(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-class QdrantBackend:
+class QdrantBackend(BackendBase):
     """A CSR collection in Qdrant, through ``transport`` (implements :class:`~.base.Backend`).
 
     ``meta`` is what the caller will write (``None``: read-only use); ``create=False`` refuses a missing
     collection; ``recreate`` drops an existing one first.
     """
-
-    needs_dense = False
 
     def __init__(self, transport: Transport, meta: CollectionMeta | None = None, recreate: bool = False,
                  create: bool = True) -> None:
@@ -181,12 +180,6 @@ class QdrantBackend:
     def close(self) -> None:
         self.transport.close()
 
-    def __enter__(self) -> QdrantBackend:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # -- reads -------------------------------------------------------------------------------------
     def count(self) -> int:
         return self.transport.count()
@@ -221,13 +214,6 @@ class QdrantBackend:
             return Nearest(self.transport.sparse(*sorted_unique(query)), SPARSE, limit, filter, MIN_SCORE,
                            with_payload)
         return Nearest(dense_query(query, self.meta, self.transport.where), DENSE, limit, filter, None, with_payload)
-
-    def search(
-        self, query: SparseEmbedding | np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
-        with_payload: bool = True,
-    ) -> list[SearchHit]:
-        """Top hits for one sparse code (score > 0 only) or dense vector, best first."""
-        return self.search_batch([query], top_k, filter, with_payload)[0]
 
     def search_batch(
         self, queries: Sequence[SparseEmbedding] | np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
