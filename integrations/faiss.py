@@ -81,7 +81,7 @@ class FaissBackend(BackendBase):
 
     name = "faiss"
     needs_dense = True  # ingest passes the backbone vectors
-    capabilities = frozenset({"dense", "score_ids", "filters", "scroll", "retrieve", "batch"})
+    capabilities = frozenset({"dense", "score_ids", "filters", "scroll", "optimize", "retrieve", "batch"})
 
     def __init__(
         self, path: str | os.PathLike | None, meta: CollectionMeta | None = None, index_factory: str = "Flat",
@@ -138,6 +138,10 @@ class FaissBackend(BackendBase):
 
     def flush(self) -> None:
         """Write the index file (atomically) if it changed since the last write."""
+        self.index.flush()
+
+    def optimize(self) -> None:
+        """After a bulk write: rebuild a stale index (untrained, or after deletes it cannot do) and write it."""
         self.index.flush()
 
     def _prepare(self, vectors: np.ndarray | Sequence, what: str = "vectors") -> np.ndarray:
