@@ -48,7 +48,7 @@ def faiss_settings(faiss, dense, queries: np.ndarray, top_k: int, default_blas: 
     from csr_adapter.integrations.faiss import DEFAULT_BLAS_THRESHOLD
     from csr_adapter.runtime import available_cores
 
-    index = dense._load()
+    index = dense.index.load()
     q = np.ascontiguousarray(queries / np.linalg.norm(queries, axis=1, keepdims=True), dtype=np.float32)
     out: dict = {"cores": available_cores(), "blas_threshold_set": DEFAULT_BLAS_THRESHOLD}
 

@@ -56,7 +56,7 @@ class Collection:
                  device: str = "auto", threads: int | None = None,
                  echo: Callable[[str], None] | None = None, share=None, client: Any = None,
                  encoder=None) -> None:
-        from .integrations.qdrant import check_collection_name
+        from .integrations.base import check_collection_name
 
         self.name = check_collection_name(name)
         self.kind, self.url, self.api_key = backend, url, api_key
@@ -288,7 +288,7 @@ class Collection:
         be = self.open_backend()
         try:
             self.check_model(enc, be.meta)
-            if be.needs_dense:
+            if "sparse" not in be.capabilities:  # dense-only (--backend faiss): the backbone vector answers
                 return FallbackSearcher(self.encoder, None, be, k=be.meta.k)
             dense = open_fallback(self.name, self.path, self.threads) if fallback else None
             return FallbackSearcher(self.encoder, be, dense, k=be.meta.k)

@@ -11,6 +11,10 @@ class ModelLoadError(CSRAdapterError):
     """A model directory is missing, corrupt, mis-shaped, or names an unknown backbone."""
 
 
+class TrainConfigError(CSRAdapterError):
+    """Training settings that cannot work (checked before any training starts)."""
+
+
 class MissingExtraError(CSRAdapterError, ImportError):
     """An optional dependency is not installed."""
 

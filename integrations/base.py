@@ -211,6 +211,25 @@ class CollectionMeta:
                 for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
 
+class BackendBase:
+    """What engines derive alike from their own members: ``search`` as a batch of one, ``with`` closing."""
+
+    needs_dense = False
+
+    def search(
+        self, query: SparseEmbedding | np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
+        with_payload: bool = True,
+    ) -> list[SearchHit]:
+        """Top hits for one sparse code (score > 0 only) or dense vector, best first."""
+        return self.search_batch([query], top_k, filter, with_payload)[0]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Minimal index interface used by the CLI, the retriever and the benchmarks.

@@ -3,8 +3,9 @@
 Layout of a collection directory::
 
     store.sqlite      source of truth: string id <-> int64 id, payload JSON, float32 vector, meta
+                      (:mod:`.faiss_store`)
     index.faiss       derived: any ``index_factory`` spec (default ``Flat``) under ``IndexIDMap2``
-                      (IVF specs keep ids natively)
+                      (IVF specs keep ids natively) (:mod:`.faiss_index`)
     index.faiss.gen   the store generation the index file was written at
 
 Point ids are strings (UUIDs from ingest, or anything: "1", "foo"); each gets a stable int64 id
@@ -19,9 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -29,78 +28,26 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import require
-from ..sparse import SparseEmbedding
-from .base import (  # noqa: F401  (InvalidTopKError: re-exported)
-    BackendError,
+from csr_adapter.integrations.base import (  # noqa: F401  (InvalidTopKError: re-exported)
+    BackendBase,
     CollectionMeta,
-    CollectionMismatchError,
     CollectionNotFoundError,
     InvalidTopKError,
     Point,
     SearchHit,
     check_collection_name,
     check_top_k,
-    make_private_dir,
 )
-
-INDEX_FILE = "index.faiss"
-STORE_FILE = "store.sqlite"
-DEFAULT_BLAS_THRESHOLD = 16  # batched flat search uses BLAS from 16 queries (faiss default here: 128000)
-
-
-class FaissIndexError(BackendError):
-    """A FAISS collection's store is missing/corrupt, cannot be trained, or was built differently."""
-
-
-class DimensionMismatchError(CollectionMismatchError, FaissIndexError, ValueError):
-    """Vectors whose dimension differs from the collection's."""
-
-
-class ModelMismatchError(CollectionMismatchError, FaissIndexError):
-    """The collection was built with another model."""
-
-
-def _faiss():
-    return require("faiss", "faiss")
-
-
-def _inner(index):
-    """The index doing the search under ID maps and pre-transforms (an ``IndexIVF`` if there is one)."""
-    faiss = _faiss()
-    try:
-        return faiss.extract_index_ivf(index)
-    except RuntimeError:
-        pass
-    while hasattr(index, "index"):
-        index = faiss.downcast_index(index.index)
-    return index
-
-
-def _json_path(key: str) -> str:
-    if not key or any(not part for part in key.split(".")):
-        raise ValueError(f"bad filter key {key!r}")
-    return "$" + "".join('."' + part.replace('"', '""') + '"' for part in key.split("."))
-
-
-def filter_sql(filter: dict[str, Any] | None) -> tuple[str, list[Any]]:
-    """SQL ``WHERE`` clause for a payload filter: ``{key: value}`` equality, a list value = any of;
-    dotted keys reach nested fields; a payload array matches if any element does (as in Qdrant)."""
-    if not filter:
-        return "1", []
-    clauses, args = [], []
-    for key, value in filter.items():
-        values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
-        # the same rule as Qdrant's match filter, so a filter valid here is valid on every backend
-        if not values or any(not isinstance(v, (str, int, bool)) for v in values):
-            raise ValueError(f"filter {key!r}: values must be str, int or bool (or a non-empty list)")
-        path, marks = _json_path(key), ",".join("?" * len(values))
-        clauses.append(
-            f"(json_extract(payload, ?) IN ({marks}) OR (json_type(payload, ?) = 'array' AND EXISTS "
-            f"(SELECT 1 FROM json_each(payload, ?) WHERE value IN ({marks}))))"
-        )
-        args += [path, *values, path, path, *values]
-    return " AND ".join(clauses), args
+from csr_adapter.integrations.faiss_index import DEFAULT_BLAS_THRESHOLD, INDEX_FILE, FaissIndex  # noqa: F401
+from csr_adapter.integrations.faiss_store import (  # noqa: F401  (errors and filter_sql: re-exported)
+    STORE_FILE,
+    DimensionMismatchError,
+    FaissIndexError,
+    ModelMismatchError,
+    PointStore,
+    filter_sql,
+)
+from csr_adapter.sparse import SparseEmbedding
 
 
 def default_path(collection: str) -> Path:
@@ -122,8 +69,11 @@ def open_faiss(
     return FaissBackend(location, meta=meta, recreate=recreate, threads=threads, index_factory=index_factory)
 
 
-class FaissBackend:
+class FaissBackend(BackendBase):
     """Dense vectors in FAISS + payloads in SQLite, implementing :class:`~.base.Backend`.
+
+    ``store`` (:class:`~.faiss_store.PointStore`) holds the points; ``index``
+    (:class:`~.faiss_index.FaissIndex`) the derived FAISS index; this class keeps them in step.
 
     >>> be = FaissBackend(".csr-adapter/faiss/docs", meta=CollectionMeta(model_id, h, k, d=384))
     >>> be.upsert([Point(id, payload, dense=vector)]); be.search(query_vector, top_k=5)
@@ -131,7 +81,7 @@ class FaissBackend:
 
     name = "faiss"
     needs_dense = True  # ingest passes the backbone vectors
-    capabilities = frozenset({"dense", "score_ids", "filters", "scroll", "retrieve", "batch"})
+    capabilities = frozenset({"dense", "score_ids", "filters", "scroll", "optimize", "retrieve", "batch"})
 
     def __init__(
         self, path: str | os.PathLike | None, meta: CollectionMeta | None = None, index_factory: str = "Flat",
@@ -141,61 +91,25 @@ class FaissBackend:
         self.path = Path(path).expanduser() if path is not None else None
         self.index_factory = index_factory
         self.normalize = normalize
-        self.threads = threads
-        self.blas_threshold = blas_threshold
         self._lock = threading.RLock()
-        self._index = None
-        self._stale = False
-        self._dirty = False
         if recreate and self.path is not None:
-            for name in (INDEX_FILE, INDEX_FILE + ".gen", STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm"):
-                (self.path / name).unlink(missing_ok=True)
-        self._db = self._open_store()
-        self.meta = self._check_meta(meta)
-
-    # -- store -------------------------------------------------------------------------------------
-    def _open_store(self) -> sqlite3.Connection:
-        if self.path is None:
-            db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-            self._create_tables(db)
-            return db
-        file = self.path / STORE_FILE
-        if not file.exists() and (self.path / INDEX_FILE).exists():
+            FaissIndex.remove_files(self.path)
+            PointStore.remove_files(self.path)
+        if self.path is not None and not (self.path / STORE_FILE).exists() and (self.path / INDEX_FILE).exists():
             raise FaissIndexError(
-                f"{file}: payload store missing next to {INDEX_FILE}; the index cannot be used without it "
-                "(delete the directory and re-ingest, or pass recreate=True)"
+                f"{self.path / STORE_FILE}: payload store missing next to {INDEX_FILE}; the index cannot be used "
+                "without it (delete the directory and re-ingest, or pass recreate=True)"
             )
-        try:
-            make_private_dir(self.path)
-            db = sqlite3.connect(file, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            self._create_tables(db)
-        except sqlite3.DatabaseError as exc:
-            raise FaissIndexError(f"{file}: not a readable payload store, or not writable here ({exc})") from None
-        except OSError as exc:
-            raise FaissIndexError(f"{self.path}: cannot create the FAISS collection ({exc})") from None
-        return db
-
-    @staticmethod
-    def _create_tables(db: sqlite3.Connection) -> None:
-        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS points (iid INTEGER PRIMARY KEY AUTOINCREMENT, "
-            "id TEXT UNIQUE NOT NULL, payload TEXT NOT NULL, vector BLOB NOT NULL)"
-        )
-
-    def _get_meta(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-
-    def _set_meta(self, **values: Any) -> None:
-        self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in values.items()])
+        self.store = PointStore(self.path, self._lock)
+        self.meta = self._check_meta(meta)
+        self.index = FaissIndex(self.store, self.path, self.index_factory, lambda: self.dim, threads, blas_threshold)
 
     def _check_meta(self, meta: CollectionMeta | None) -> CollectionMeta | None:
-        stored = self._get_meta()
+        stored = self.store.get_meta()
         if "d" not in stored:  # new: record what we know now (d may come with the first upsert)
             if meta is not None:
-                self._set_meta(**{k: v for k, v in meta.to_dict().items() if v is not None and k != "idf"},
-                               index_factory=self.index_factory, normalize=int(self.normalize))
+                self.store.set_meta(**{k: v for k, v in meta.to_dict().items() if v is not None and k != "idf"},
+                                    index_factory=self.index_factory, normalize=int(self.normalize))
             return meta
         have = CollectionMeta(stored.get("model_id", ""), int(stored.get("h", 0)), int(stored.get("k", 0)),
                               int(stored["d"]))
@@ -214,135 +128,22 @@ class FaissBackend:
                 )
         return have
 
-    def _generation(self) -> int:
-        return int(self._get_meta().get("generation", 0))
-
-    def _bump(self) -> None:
-        self._db.execute(
-            "INSERT INTO meta VALUES ('generation', '1') "
-            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-        )
-
     @property
     def dim(self) -> int | None:
         return self.meta.d if self.meta is not None else None
 
-    # -- index -------------------------------------------------------------------------------------
-    def _new_index(self):
-        """IVF indexes keep ids natively (``IndexIDMap`` over IVF renumbers wrongly on remove);
-        everything else is wrapped in ``IndexIDMap2``."""
-        faiss = _faiss()
-        spec = self.index_factory
-        if spec.upper().startswith("IDMAP"):
-            spec = spec.split(",", 1)[-1]
-        try:
-            index = faiss.index_factory(self.dim, spec, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as exc:
-            raise FaissIndexError(f"bad index_factory {self.index_factory!r}: {str(exc).splitlines()[0]}") from None
-        return index if isinstance(_inner(index), faiss.IndexIVF) else faiss.IndexIDMap2(index)
-
-    def _configure_faiss(self, nq: int) -> None:
-        faiss = _faiss()
-        if self.blas_threshold is not None:
-            faiss.cvar.distance_compute_blas_threshold = self.blas_threshold
-        from ..runtime import available_cores
-
-        # one query: 1 thread (2 threads were 7x slower on a 2-core box); batches: all cores
-        faiss.omp_set_num_threads(1 if nq == 1 else (self.threads or available_cores()))
-
-    def _load(self, fresh: bool = True):
-        """The FAISS index, loaded (or rebuilt from the store) on first use.
-
-        ``fresh=False`` (writes) returns a stale index as is: it is rebuilt once, on the next search or flush.
-        """
-        with self._lock:
-            if self._index is not None and (not self._stale or not fresh):
-                return self._index
-            if self._index is not None:  # stale: untrained, or after a delete the index type cannot do
-                return self.rebuild()
-            if self.dim is None:
-                return None  # nothing ingested yet
-            n = self.count()
-            file = self.path / INDEX_FILE if self.path is not None else None
-            if file is None or not file.exists():
-                if n:
-                    warnings.warn(f"{file} missing: rebuilding it from {STORE_FILE} ({n} vectors)", stacklevel=3)
-                    return self.rebuild()
-                self._index = self._tune(self._new_index())
-                return self._index
-            faiss = _faiss()
-            try:
-                index = faiss.read_index(str(file))
-            except RuntimeError:
-                warnings.warn(f"{file} is corrupt: rebuilding it from {STORE_FILE} ({n} vectors)", stacklevel=3)
-                return self.rebuild()
-            gen_file = file.with_name(INDEX_FILE + ".gen")
-            gen = gen_file.read_text().strip() if gen_file.exists() else ""
-            if index.d != self.dim or index.ntotal != n or gen != str(self._generation()):
-                warnings.warn(
-                    f"{file} is out of date with {STORE_FILE} (index {index.ntotal} vectors of dim {index.d}, "
-                    f"store {n} of dim {self.dim}): rebuilding it from the store", stacklevel=3,
-                )
-                return self.rebuild()
-            self._index = self._tune(index)
-            return index
-
-    def _tune(self, index):
-        """Search-time defaults faiss leaves low: IVF ``nprobe`` 1 -> nlist/16 (>= 8)."""
-        faiss = _faiss()
-        inner = _inner(index)
-        if isinstance(inner, faiss.IndexIVF) and inner.nprobe == 1:
-            inner.nprobe = min(inner.nlist, max(8, inner.nlist // 16))
-        return index
-
     def rebuild(self):
         """Recreate the FAISS index from the vectors in the store (training it first if needed)."""
-        with self._lock:
-            index = self._new_index()
-            n = self.count()
-            if not index.is_trained and n:
-                train = np.stack([v for _, v in self._iter_vectors()])
-                try:
-                    index.train(train)
-                except RuntimeError as exc:
-                    raise FaissIndexError(
-                        f"cannot train index {self.index_factory!r} on {n} vectors "
-                        f"({str(exc).splitlines()[0][:200]}); use 'Flat' for small collections"
-                    ) from None
-            if index.is_trained:
-                batch_ids, batch_vecs = [], []
-                for iid, vec in self._iter_vectors():
-                    batch_ids.append(iid)
-                    batch_vecs.append(vec)
-                    if len(batch_ids) == 8192:
-                        index.add_with_ids(np.stack(batch_vecs), np.asarray(batch_ids, dtype=np.int64))
-                        batch_ids, batch_vecs = [], []
-                if batch_ids:
-                    index.add_with_ids(np.stack(batch_vecs), np.asarray(batch_ids, dtype=np.int64))
-            self._index, self._stale, self._dirty = self._tune(index), False, True
-            self.flush()
-            return index
-
-    def _iter_vectors(self) -> Iterable[tuple[int, np.ndarray]]:
-        for iid, blob in self._db.execute("SELECT iid, vector FROM points ORDER BY iid"):
-            yield iid, np.frombuffer(blob, dtype=np.float32)
+        return self.index.rebuild()
 
     def flush(self) -> None:
         """Write the index file (atomically) if it changed since the last write."""
-        with self._lock:
-            if self._index is not None and self._stale:
-                self.rebuild()  # writes the file
-                return
-            if not self._dirty or self._index is None or self.path is None:
-                return
-            file = self.path / INDEX_FILE
-            tmp = file.with_name(INDEX_FILE + ".tmp")
-            _faiss().write_index(self._index, str(tmp))
-            os.replace(tmp, file)
-            file.with_name(INDEX_FILE + ".gen").write_text(str(self._generation()))
-            self._dirty = False
+        self.index.flush()
 
-    # -- vectors -----------------------------------------------------------------------------------
+    def optimize(self) -> None:
+        """After a bulk write: rebuild a stale index (untrained, or after deletes it cannot do) and write it."""
+        self.index.flush()
+
     def _prepare(self, vectors: np.ndarray | Sequence, what: str = "vectors") -> np.ndarray:
         x = np.asarray(vectors, dtype=np.float32)
         if x.ndim == 1:
@@ -378,67 +179,27 @@ class FaissBackend:
                 self._check_meta(self.meta)
             x = self._prepare([np.asarray(p.dense, dtype=np.float32).ravel() for p in points], "point vectors")
             payloads = [json.dumps(p.payload, ensure_ascii=False, allow_nan=False) for p in points]
-            index = self._load(fresh=False)
+            index = self.index.load(fresh=False)
             ids = [str(p.id) for p in points]
-            old = self._iids(ids)
-            try:
-                self._db.execute("BEGIN")
-                self._db.executemany(
-                    "INSERT INTO points (id, payload, vector) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE "
-                    "SET payload = excluded.payload, vector = excluded.vector",
-                    [(i, pl, v.tobytes()) for i, pl, v in zip(ids, payloads, x)],
-                )
-                self._bump()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            iids = self._iids(ids)
-            self._remove_from_index(list(old.values()))
-            if index is not None and index.is_trained and not self._stale:
-                try:
-                    index.add_with_ids(x, np.asarray([iids[i] for i in ids], dtype=np.int64))
-                except RuntimeError:  # the store has the points: rebuild the index from it on next use
-                    self._stale = True
-            else:  # untrained (IVF, PQ): trained on all stored vectors at the next search or flush
-                self._stale = True
-            self._dirty = True
-
-    def _iids(self, ids: Sequence[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for start in range(0, len(ids), 900):
-            chunk = list(ids[start:start + 900])
-            rows = self._db.execute(
-                f"SELECT id, iid FROM points WHERE id IN ({','.join('?' * len(chunk))})", chunk
-            ).fetchall()
-            out.update(rows)
-        return out
-
-    def _remove_from_index(self, iids: list[int]) -> None:
-        if not iids or self._index is None or self._stale:
-            return
-        try:
-            self._index.remove_ids(np.asarray(iids, dtype=np.int64))
-        except RuntimeError:  # e.g. HNSW: rebuild from the store on next use
-            self._stale = True
-        self._dirty = True
+            old = self.store.iids(ids)
+            self.store.upsert(ids, payloads, x)
+            iids = self.store.iids(ids)
+            self.index.remove(list(old.values()))
+            self.index.add(index, x, [iids[i] for i in ids])
 
     def delete(self, ids: Iterable[str]) -> None:
         """Remove points by id; unknown ids are ignored."""
         ids = [str(i) for i in ids]
         with self._lock:
-            self._load(fresh=False)
-            old = self._iids(ids)
+            self.index.load(fresh=False)
+            old = self.store.iids(ids)
             if not old:
                 return
-            self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM points WHERE iid = ?", [(i,) for i in old.values()])
-            self._bump()
-            self._db.execute("COMMIT")
-            self._remove_from_index(list(old.values()))
+            self.store.delete(list(old.values()))
+            self.index.remove(list(old.values()))
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM points").fetchone()[0])
+        return self.store.count()
 
     def search(
         self, query: SparseEmbedding | np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None
@@ -455,102 +216,42 @@ class FaissBackend:
         """:meth:`search` for a ``(n, d)`` batch of queries in one FAISS call."""
         top_k = check_top_k(top_k)
         with self._lock:
-            index = self._load()
+            index = self.index.load()
             if index is None or index.ntotal == 0:
                 if self.dim is not None:
                     self._prepare(queries, "queries")
                 return [[] for _ in range(len(np.atleast_2d(queries)))]
             q = self._prepare(queries, "queries")
-            allowed = self._allowed(filter)
+            allowed = self.store.allowed(filter)
             if allowed is not None and len(allowed) == 0:
                 return [[] for _ in q]
-            self._configure_faiss(len(q))
-            k = min(top_k, index.ntotal)
-            scores, iids = index.search(q, k, params=self._params(index, allowed))
+            scores, iids = self.index.search(index, q, min(top_k, index.ntotal), allowed)
             hits = [self._hits(s, i) for s, i in zip(scores, iids)]
             if allowed is not None:  # approximate indexes may miss filtered points: score them exactly
                 want = min(top_k, len(allowed))
                 for row, qv in enumerate(q):
                     if len(hits[row]) < want:
-                        hits[row] = self._exact(qv, allowed, top_k)
+                        hits[row] = [SearchHit(pid, s, pl, served_by="dense")
+                                     for s, pid, pl in self.store.exact(qv, allowed, top_k)]
             return hits
-
-    def _allowed(self, filter: dict[str, Any] | None) -> np.ndarray | None:
-        if not filter:
-            return None
-        where, args = filter_sql(filter)
-        rows = self._db.execute(f"SELECT iid FROM points WHERE {where}", args).fetchall()
-        return np.asarray([r[0] for r in rows], dtype=np.int64)
-
-    def _params(self, index, allowed: np.ndarray | None):
-        if allowed is None:
-            return None
-        faiss = _faiss()
-        inner = _inner(index)
-        selector = faiss.IDSelectorBatch(allowed)
-        if isinstance(inner, faiss.IndexIVF):
-            return faiss.SearchParametersIVF(sel=selector, nprobe=max(inner.nprobe, min(inner.nlist, 64)))
-        if isinstance(inner, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=max(inner.hnsw.efSearch, 64))
-        return faiss.SearchParameters(sel=selector)
 
     def _hits(self, scores: np.ndarray, iids: np.ndarray) -> list[SearchHit]:
         keep = [(float(s), int(i)) for s, i in zip(scores, iids) if i >= 0]
-        rows = self._rows([i for _, i in keep])
+        rows = self.store.rows([i for _, i in keep])
         return [SearchHit(rows[i][0], s, rows[i][1], served_by="dense") for s, i in keep if i in rows]
-
-    def _rows(self, iids: Sequence[int]) -> dict[int, tuple[str, dict]]:
-        out: dict[int, tuple[str, dict]] = {}
-        for start in range(0, len(iids), 900):
-            chunk = [int(i) for i in iids[start:start + 900]]
-            for iid, pid, payload in self._db.execute(
-                f"SELECT iid, id, payload FROM points WHERE iid IN ({','.join('?' * len(chunk))})", chunk
-            ):
-                out[iid] = (pid, json.loads(payload))
-        return out
-
-    def _exact(self, q: np.ndarray, iids: np.ndarray, top_k: int) -> list[SearchHit]:
-        scored = []
-        for start in range(0, len(iids), 900):
-            chunk = [int(i) for i in iids[start:start + 900]]
-            for iid, pid, payload, blob in self._db.execute(
-                f"SELECT iid, id, payload, vector FROM points WHERE iid IN ({','.join('?' * len(chunk))})", chunk
-            ):
-                scored.append((float(np.dot(np.frombuffer(blob, np.float32), q)), iid, pid, payload))
-        scored.sort(key=lambda t: (-t[0], t[1]))
-        return [SearchHit(pid, s, json.loads(pl), served_by="dense") for s, _, pid, pl in scored[:top_k]]
 
     # -- extras used by the fallback policy and the LangChain store ------------------------------------
     def score_ids(self, query: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
         """Exact cosine of ``query`` with the stored vectors of ``ids`` (ids not stored are absent)."""
-        q = self._prepare(query, "query")[0]
-        out: dict[str, float] = {}
-        ids = [str(i) for i in ids]
-        with self._lock:
-            for start in range(0, len(ids), 900):
-                chunk = ids[start:start + 900]
-                for pid, blob in self._db.execute(
-                    f"SELECT id, vector FROM points WHERE id IN ({','.join('?' * len(chunk))})", chunk
-                ):
-                    out[pid] = float(np.dot(np.frombuffer(blob, np.float32), q))
-        return out
+        return self.store.score_ids(self._prepare(query, "query")[0], ids)
 
     def get(self, ids: Sequence[str]) -> list[Point]:
         """Stored points for ``ids``, in the given order; unknown ids are skipped."""
-        ids = [str(i) for i in ids]
-        found: dict[str, Point] = {}
-        with self._lock:
-            for start in range(0, len(ids), 900):
-                chunk = ids[start:start + 900]
-                for pid, payload, blob in self._db.execute(
-                    f"SELECT id, payload, vector FROM points WHERE id IN ({','.join('?' * len(chunk))})", chunk
-                ):
-                    found[pid] = Point(pid, json.loads(payload), dense=np.frombuffer(blob, np.float32).copy())
-        return [found[i] for i in ids if i in found]
+        return self.store.get(ids)
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Point]:
         """Stored points for ``ids`` (as the Qdrant backends name it); vectors only if asked."""
-        points = self.get(ids)
+        points = self.store.get(ids)
         if not with_vectors:
             for p in points:
                 p.dense = None
@@ -558,26 +259,14 @@ class FaissBackend:
 
     def scroll(self, fields: Sequence[str] | None = None) -> Iterable[tuple[str, dict[str, Any]]]:
         """Every stored ``(id, payload)``, payload cut to ``fields`` (all when None), in insertion order."""
-        last = 0
-        while True:
-            with self._lock:
-                rows = self._db.execute(
-                    "SELECT iid, id, payload FROM points WHERE iid > ? ORDER BY iid LIMIT 2048", (last,)
-                ).fetchall()
-            if not rows:
-                return
-            for _, pid, payload in rows:
-                data = json.loads(payload)
-                yield pid, data if fields is None else {f: data[f] for f in fields if f in data}
-            last = rows[-1][0]
+        return self.store.scroll(fields)
 
     def ids(self) -> list[str]:
         """All point ids, in insertion order."""
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT id FROM points ORDER BY iid")]
+        return self.store.ids()
 
     def info(self) -> dict[str, Any]:
-        index = self._index
+        index = self.index.current
         return {
             "engine": "faiss", "path": str(self.path) if self.path else None, "index_factory": self.index_factory,
             "normalize": self.normalize, "points": self.count(), "count": self.count(),
@@ -590,14 +279,8 @@ class FaissBackend:
             try:
                 self.flush()
             finally:
-                self._index = None
-                self._db.close()
-
-    def __enter__(self) -> FaissBackend:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+                self.index.current = None
+                self.store.close()
 
     def __repr__(self) -> str:
         where = str(self.path) if self.path else None

@@ -29,7 +29,16 @@ import numpy as np
 
 from ..errors import CSRAdapterError
 from ..sparse import SparseEmbedding
-from .base import DEFAULT_RRF_K, Backend, Point, SearchHit, capabilities_of, check_top_k, require_capability
+from .base import (
+    DEFAULT_RRF_K,
+    Backend,
+    Point,
+    SearchHit,
+    capabilities_of,
+    check_collection_name,
+    check_top_k,
+    require_capability,
+)
 from .faiss import filter_sql
 
 REASONS = ("sparse", "few_hits", "empty_code", "sparse_error", "no_sparse")
@@ -251,12 +260,9 @@ class WithFallback:
         return {"removed_from_fallback": len(orphans), "missing_from_fallback": len(sparse_ids - dense_ids)}
 
     def optimize(self) -> None:
-        if "optimize" in capabilities_of(self.sparse):
-            self.sparse.optimize()
-        if "optimize" in capabilities_of(self.dense):
-            self.dense.optimize()
-        elif hasattr(self.dense, "flush"):  # FAISS writes its index file on flush
-            self.dense.flush()
+        for side in (self.sparse, self.dense):
+            if "optimize" in capabilities_of(side):
+                side.optimize()
 
     def info(self) -> dict[str, Any]:
         return {**self.sparse.info(), "fallback": self.dense.info()}
@@ -275,7 +281,6 @@ def fallback_path(collection: str, store: str | None = None):
     from pathlib import Path
 
     from .faiss import default_path
-    from .qdrant import check_collection_name
 
     check_collection_name(collection)
     return Path(store) / f"{collection}.faiss" if store is not None else default_path(collection)
@@ -302,6 +307,6 @@ def serve(encoder, backend: Backend, code: SparseEmbedding, dense: np.ndarray, t
           filter: dict[str, Any] | None = None, fallback: Backend | None = None) -> list[SearchHit]:
     """``csr-adapter search``: a dense-only backend answers with ``dense``; a sparse one with the policy
     (its fallback when there is one)."""
-    if getattr(backend, "needs_dense", False):
+    if "sparse" not in capabilities_of(backend):
         return FallbackSearcher(encoder, None, backend).answer_encoded(None, dense, top_k, filter).hits
     return FallbackSearcher(encoder, backend, fallback).answer_encoded(code, dense, top_k, filter).hits

@@ -38,6 +38,7 @@ from ..errors import require
 from ..sparse import SparseEmbedding
 from .base import (
     DEFAULT_RRF_K,
+    BackendBase,
     BackendError,
     CollectionMeta,
     CollectionNotFoundError,
@@ -130,7 +131,7 @@ def open_milvus(
     return MilvusBackend(collection, file=file, meta=meta, recreate=recreate, create=create, timeout=timeout)
 
 
-class MilvusBackend:
+class MilvusBackend(BackendBase):
     """A CSR collection in Milvus (implements :class:`~.base.Backend`).
 
     >>> be = open_milvus("docs", meta=CollectionMeta(enc.model_id, enc.h, 8))  # ./.csr-adapter/milvus/docs.db
@@ -138,7 +139,6 @@ class MilvusBackend:
     """
 
     name = "milvus"
-    needs_dense = False
 
     def __init__(
         self, collection: str, *, file: str | os.PathLike | None = None, uri: str | None = None,
@@ -298,12 +298,6 @@ class MilvusBackend:
                 server_manager_instance.release_server(self._lite)
             self._lite = None
 
-    def __enter__(self) -> MilvusBackend:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # -- reads -------------------------------------------------------------------------------------
     def count(self) -> int:
         rows = self._call(self.client.query, self.collection, filter="", output_fields=["count(*)"])
@@ -354,13 +348,6 @@ class MilvusBackend:
     def _hits(rows: Any, served_by: str, positive: bool) -> list[SearchHit]:
         return [SearchHit(str(r["id"]), float(r["distance"]), dict((r.get("entity") or {}).get(PAYLOAD) or {}),
                           served_by) for r in rows if r["distance"] > 0 or not positive]
-
-    def search(
-        self, query: SparseEmbedding | np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
-        with_payload: bool = True,
-    ) -> list[SearchHit]:
-        """Top hits for one sparse code (score > 0 only) or dense vector, best first."""
-        return self.search_batch([query], top_k, filter, with_payload)[0]
 
     def search_batch(
         self, queries: Sequence[SparseEmbedding] | np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,

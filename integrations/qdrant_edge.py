@@ -1,4 +1,4 @@
-"""Embedded backend: Qdrant Edge (``qdrant-edge-py``, pinned), Qdrant's engine in-process, extra ``qdrant``.
+"""Embedded transport: Qdrant Edge (``qdrant-edge-py``, pinned), Qdrant's engine in-process, extra ``qdrant``.
 
 A collection is one Edge shard directory plus ``csr-adapter.json`` (its :class:`CollectionMeta`).
 Writes go through Edge's write-ahead log, so a killed process loses nothing it was told was written;
@@ -16,39 +16,23 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..errors import require
-from ..sparse import SparseEmbedding, SparseEmbeddings
-from .base import (
-    DEFAULT_RRF_K,
+from csr_adapter.errors import require
+from csr_adapter.integrations.base import (
     BackendError,
     CollectionMeta,
-    CollectionNotFoundError,
     Point,
-    SearchHit,
-    check_meta,
-    check_top_k,
-    dense_query,
-    filter_terms,
     first_line,
     make_private_dir,
-    prefetch_limit,
-    require_capability,
-    sorted_unique,
-    sparse_capabilities,
 )
-from .qdrant import DENSE, MIN_SCORE, SPARSE, chunked, record_to_point, to_hits
+from csr_adapter.integrations.qdrant_backend import DENSE, SPARSE, Nearest, QdrantBackend
 
 META_FILE = "csr-adapter.json"
 EDGE_FILE = "edge_config.json"
 FORMAT = "csr-adapter-qdrant/1"
-SCROLL_PAGE = 2048
-WRITE_BATCH = 512
 
 
 def _edge():
@@ -76,55 +60,57 @@ def _config(meta: CollectionMeta, threads: int | None):
     return q.EdgeConfig(vectors=vectors, sparse_vectors={SPARSE: sparse}, max_search_threads=threads)
 
 
-class EdgeBackend:
-    """A CSR collection in an embedded Qdrant Edge shard (implements :class:`~.base.Backend`).
-
-    >>> be = EdgeBackend(".csr-adapter/qdrant/csr", meta=CollectionMeta(enc.model_id, enc.h, 8))
-    >>> be.upsert([Point(id, payload, sparse=code)]); be.search(query_code, top_k=5)
-    """
+class EdgeTransport:
+    """One Edge shard directory at ``path`` (a :class:`~.qdrant_backend.Transport`)."""
 
     name = "qdrant-edge"
-    needs_dense = False
+    write_batch = 512
+    scroll_page = 2048
 
-    def __init__(
-        self, path: str | os.PathLike, meta: CollectionMeta | None = None, recreate: bool = False,
-        create: bool = True, threads: int | None = None, min_free_mb: float | None = None,
-    ) -> None:
-        q = _edge()
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, min_free_mb: float | None = None) -> None:
+        _edge()
         self.path = Path(path).expanduser()
+        self.threads = threads
         self.min_free = 1e6 * float(min_free_mb if min_free_mb is not None
                                     else os.environ.get("CSR_ADAPTER_MIN_FREE_MB", 128))
-        exists = (self.path / EDGE_FILE).exists()
-        if recreate and self.path.exists():
-            self._remove()
-            exists = False
-        if not exists and (not create or meta is None):
-            raise CollectionNotFoundError(f"{self.path}: no collection here (ingest into it first, "
-                                          "or check --path/--collection)")
-        if not exists:
-            self._check_writable()
-            self._check_space()
-            make_private_dir(self.path)
-            if threads is None:
-                from ..runtime import available_cores
+        self.where, self.label = str(self.path), f"collection {self.path}"
+        self.missing = f"{self.path}: no collection here (ingest into it first, or check --path/--collection)"
+        self._shard: Any = None
+        self._dense_dim = 0
 
-                threads = available_cores()
-            self._shard = self._call(q.EdgeShard.create, str(self.path), _config(meta, threads))
-            self._write_meta(meta)
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.path / EDGE_FILE).exists()
+
+    def remove(self) -> None:
+        if not self.path.exists():
+            return
+        looks_ours = any((self.path / name).exists() for name in (EDGE_FILE, META_FILE, "segments", "wal"))
+        if self.path.is_dir() and (looks_ours or not any(self.path.iterdir())):
+            shutil.rmtree(self.path)
         else:
-            stored = self._stored_meta() if threads else None  # reopen with this many search threads
-            config = _config(stored, threads) if stored is not None else None
-            self._shard = self._call(q.EdgeShard.load, str(self.path), config)
-        try:
-            self.meta = self._read_meta(meta)
-        except BaseException:
-            self._shard.close()
-            raise
-        self.capabilities = sparse_capabilities(self.meta)
+            raise BackendError(f"{self.path}: exists and is not a csr-adapter collection; not deleting it")
 
-    # -- metadata ---------------------------------------------------------------------------------
+    def create(self, meta: CollectionMeta) -> None:
+        blocked = _writable(self.path)
+        if blocked is not None:
+            raise BackendError(f"{blocked}: storage directory is not writable (read-only?); use --path DIR")
+        self._check_space()
+        make_private_dir(self.path)
+        if self.threads is None:
+            from csr_adapter.runtime import available_cores
+
+            self.threads = available_cores()
+        self._shard = self._call(_edge().EdgeShard.create, str(self.path), _config(meta, self.threads))
+        self._write_meta(meta)
+
+    def load(self) -> None:
+        stored = self._stored_meta() if self.threads else None  # reopen with this many search threads
+        config = _config(stored, self.threads) if stored is not None else None
+        self._shard = self._call(_edge().EdgeShard.load, str(self.path), config)
+
     def _write_meta(self, meta: CollectionMeta) -> None:
-        from .. import __version__
+        from csr_adapter import __version__
 
         data = {"format": FORMAT, "meta": meta.to_dict(), "csr_adapter": __version__}
         tmp = self.path / (META_FILE + ".tmp")
@@ -140,28 +126,30 @@ class EdgeBackend:
         except (ValueError, KeyError, TypeError) as exc:
             raise BackendError(f"{file}: unreadable collection metadata ({exc})") from None
 
-    def _read_meta(self, wanted: CollectionMeta | None) -> CollectionMeta:
+    def read_meta(self, wanted: CollectionMeta | None) -> CollectionMeta:
         stored = self._stored_meta()
         if stored is None:  # killed between creating the shard and writing its meta
-            if self.count() == 0 and wanted is not None:
-                self._write_meta(wanted)
-                return wanted
-            raise BackendError(f"{self.path / META_FILE}: missing, the collection's model is unknown (use --recreate)")
-        return check_meta(stored, wanted, f"collection {self.path}")
+            if self.count() != 0 or wanted is None:
+                raise BackendError(f"{self.path / META_FILE}: missing, the collection's model is unknown "
+                                   "(use --recreate)")
+            self._write_meta(wanted)
+            stored = wanted
+        self._dense_dim = stored.d or 0
+        return stored
 
-    def _remove(self) -> None:
-        looks_ours = any((self.path / name).exists() for name in (EDGE_FILE, META_FILE, "segments", "wal"))
-        if self.path.is_dir() and (looks_ours or not any(self.path.iterdir())):
-            shutil.rmtree(self.path)
-        elif self.path.exists():
-            raise BackendError(f"{self.path}: exists and is not a csr-adapter collection; not deleting it")
+    def discard(self) -> None:
+        if self._shard is not None:
+            self._shard.close()
+            self._shard = None
+
+    def close(self) -> None:
+        if self._shard is not None:
+            try:
+                self._shard.flush()
+            finally:
+                self.discard()
 
     # -- guards ------------------------------------------------------------------------------------
-    def _check_writable(self) -> None:
-        blocked = _writable(self.path)
-        if blocked is not None:
-            raise BackendError(f"{blocked}: storage directory is not writable (read-only?); use --path DIR")
-
     def _check_space(self, extra: float = 0.0) -> None:
         probe = self.path if self.path.exists() else self.path.parent
         while not probe.exists():
@@ -186,138 +174,100 @@ class EdgeBackend:
                 raise BackendError(f"{self.path}: disk full ({msg}); free space and re-run") from None
             raise BackendError(f"{self.path}: Qdrant Edge error: {msg}") from None
 
-    # -- writes ------------------------------------------------------------------------------------
-    def _vector(self, p: Point) -> dict:
-        q = _edge()
-        vec: dict[str, Any] = {}
-        if p.sparse is not None:
-            vec[SPARSE] = q.SparseVector(*sorted_unique(p.sparse))
-        if p.dense is not None:
-            if not self.meta.d:
-                raise BackendError(f"{self.path}: collection has no dense vector (created without --hybrid)")
-            vec[DENSE] = np.asarray(p.dense, dtype=np.float32).tolist()
-        return vec
+    # -- models ------------------------------------------------------------------------------------
+    def point_id(self, id: str) -> uuid.UUID:
+        return uuid.UUID(str(id))
 
-    def upsert(self, points: Sequence[Point]) -> None:
-        q = _edge()
-        for batch in chunked(list(points), WRITE_BATCH):
-            est = sum(len(json.dumps(p.payload)) + 16 * (len(p.sparse) if p.sparse is not None else 0)
-                      + 4 * (self.meta.d or 0) for p in batch)
-            self._check_space(4 * est)
-            ops = [q.Point(uuid.UUID(str(p.id)), self._vector(p), p.payload) for p in batch]
-            self._call(self._shard.update, q.UpdateOperation.upsert_points(ops))
+    def sparse(self, indices: list[int], values: list[float]) -> Any:
+        return _edge().SparseVector(indices, values)
 
-    def delete(self, ids: Iterable[str]) -> None:
+    def match(self, key: str, value: Any) -> Any:
         q = _edge()
-        for batch in chunked([uuid.UUID(str(i)) for i in ids], WRITE_BATCH):
-            self._check_space()
-            self._call(self._shard.update, q.UpdateOperation.delete_points(batch))
+        return q.FieldCondition(key=key, match=q.MatchValue(value))
+
+    def filter(self, must: list | None = None, should: list | None = None) -> Any:
+        return _edge().Filter(must=must, should=should)
+
+    def _nearest(self, r: Nearest) -> Any:
+        return _edge().Query.Nearest(r.vector, using=r.using)
+
+    def _request(self, r: Nearest) -> Any:
+        return _edge().QueryRequest(limit=r.limit, query=self._nearest(r), filter=r.filter,
+                                    score_threshold=r.threshold, with_payload=r.with_payload, with_vector=False)
+
+    # -- operations --------------------------------------------------------------------------------
+    def upsert(self, points: Sequence[Point], vectors: Sequence[dict[str, Any]]) -> None:
+        q = _edge()
+        est = sum(len(json.dumps(p.payload)) + 16 * (len(p.sparse) if p.sparse is not None else 0)
+                  + 4 * self._dense_dim for p in points)
+        self._check_space(4 * est)
+        ops = [q.Point(self.point_id(p.id), vec, p.payload) for p, vec in zip(points, vectors)]
+        self._call(self._shard.update, q.UpdateOperation.upsert_points(ops))
+
+    def delete(self, ids: Sequence[Any]) -> None:
+        self._check_space()
+        self._call(self._shard.update, _edge().UpdateOperation.delete_points(list(ids)))
 
     def optimize(self) -> None:
-        """Merge segments and build indexes (after a bulk ingest)."""
         self._check_space()
         self._call(self._shard.optimize)
 
     def flush(self) -> None:
         self._call(self._shard.flush)
 
-    def close(self) -> None:
-        if getattr(self, "_shard", None) is not None:
-            try:
-                self._shard.flush()
-            finally:
-                self._shard.close()
-                self._shard = None
-
-    def __enter__(self) -> EdgeBackend:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # -- reads -------------------------------------------------------------------------------------
     def count(self) -> int:
         return int(self._call(self._shard.count, _edge().CountRequest(exact=True)))
 
-    def scroll(self, fields: Sequence[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    def scroll(self, offset: Any, limit: int, with_payload: Any) -> tuple[list, Any]:
+        request = _edge().ScrollRequest(offset=offset, limit=limit, with_payload=with_payload, with_vector=False)
+        return self._call(self._shard.scroll, request)
+
+    def retrieve(self, ids: Sequence[Any], with_vectors: bool) -> list:
+        return self._call(self._shard.retrieve, list(ids), True, with_vectors)
+
+    def query(self, request: Nearest) -> list:
+        return self._call(self._shard.query, self._request(request))
+
+    def query_batch(self, requests: Sequence[Nearest]) -> list[list]:
         q = _edge()
-        offset = None
-        with_payload = list(fields) if fields is not None else True
-        while True:
-            records, offset = self._call(self._shard.scroll, q.ScrollRequest(
-                offset=offset, limit=SCROLL_PAGE, with_payload=with_payload, with_vector=False))
-            for r in records:
-                yield str(r.id), dict(r.payload or {})
-            if offset is None:
-                return
+        return self._call(self._shard.query_batch, q.QueryBatchRequest([self._request(r) for r in requests]))
 
-    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Point]:
-        """Stored points for ``ids`` (unknown ids skipped)."""
-        recs = self._call(self._shard.retrieve, [uuid.UUID(str(i)) for i in ids], True, with_vectors)
-        return [record_to_point(r, self.meta.h) for r in recs]
-
-    def _filter(self, filter: dict[str, Any] | None):
+    def fuse(self, prefetches: Sequence[Nearest], rrf_k: int, limit: int) -> list:
         q = _edge()
-        terms = filter_terms(filter)
-        if not terms:
-            return None
-        return q.Filter(must=[q.Filter(should=[q.FieldCondition(key=key, match=q.MatchValue(v)) for v in values])
-                              for key, values in terms])
+        stages = [q.Prefetch(limit=p.limit, query=self._nearest(p), filter=p.filter, score_threshold=p.threshold)
+                  for p in prefetches]
+        request = q.QueryRequest(limit=limit, prefetches=stages, query=q.Fusion.Rrf(k=rrf_k), with_payload=True,
+                                 with_vector=False)
+        return self._call(self._shard.query, request)
 
-    def _nearest(self, query: SparseEmbedding | np.ndarray):
-        q = _edge()
-        if isinstance(query, SparseEmbedding):
-            return q.Query.Nearest(q.SparseVector(*sorted_unique(query)), using=SPARSE), MIN_SCORE
-        return q.Query.Nearest(dense_query(query, self.meta, str(self.path)), using=DENSE), None
+    def location(self) -> dict[str, Any]:
+        return {"path": str(self.path.resolve()), "collection": self.path.name}
 
-    def _request(self, query, top_k: int, filter, with_payload: bool):
-        q = _edge()
-        nearest, threshold = self._nearest(query)
-        return q.QueryRequest(limit=top_k, query=nearest, filter=self._filter(filter), score_threshold=threshold,
-                              with_payload=with_payload, with_vector=False)
 
-    def search(
-        self, query: SparseEmbedding | np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
-        with_payload: bool = True,
-    ) -> list[SearchHit]:
-        """Top hits for one sparse code (score > 0 only) or dense vector, best first."""
-        check_top_k(top_k)
-        if isinstance(query, SparseEmbedding) and len(query) == 0:
-            return []
-        points = self._call(self._shard.query, self._request(query, top_k, filter, with_payload))
-        sparse = isinstance(query, SparseEmbedding)
-        return to_hits(points, "sparse" if sparse else "dense", sparse)
+class EdgeBackend(QdrantBackend):
+    """A CSR collection in an embedded Qdrant Edge shard at ``path`` (implements :class:`~.base.Backend`).
 
-    def search_batch(
-        self, queries: SparseEmbeddings, top_k: int = 10, filter: dict[str, Any] | None = None,
-        with_payload: bool = True,
-    ) -> list[list[SearchHit]]:
-        """:meth:`search` for a batch of sparse codes, planned together by Edge."""
-        q = _edge()
-        check_top_k(top_k)
-        rows = list(queries)
-        reqs = [self._request(r, top_k, filter, with_payload) for r in rows if len(r)]
-        results = iter(self._call(self._shard.query_batch, q.QueryBatchRequest(reqs)) if reqs else [])
-        return [to_hits(next(results), "sparse", True) if len(r) else [] for r in rows]
+    >>> be = EdgeBackend(".csr-adapter/qdrant/csr", meta=CollectionMeta(enc.model_id, enc.h, 8))
+    >>> be.upsert([Point(id, payload, sparse=code)]); be.search(query_code, top_k=5)
+    """
 
-    def hybrid_search(
-        self, sparse: SparseEmbedding, dense: np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
-        rrf_k: int = DEFAULT_RRF_K,
-    ) -> list[SearchHit]:
-        """Sparse and dense candidates fused with Reciprocal Rank Fusion (``1 / (rrf_k + rank)``, ranks from 0)."""
-        require_capability(self, "hybrid", f"hybrid search in {self.path}")
-        check_top_k(top_k)
-        q = _edge()
-        flt, limit = self._filter(filter), prefetch_limit(top_k)
-        prefetches = []
-        if len(sparse):
-            nearest, threshold = self._nearest(sparse)
-            prefetches.append(q.Prefetch(limit=limit, query=nearest, filter=flt, score_threshold=threshold))
-        prefetches.append(q.Prefetch(limit=limit, query=self._nearest(dense)[0], filter=flt))
-        req = q.QueryRequest(limit=top_k, prefetches=prefetches, query=q.Fusion.Rrf(k=int(rrf_k)),
-                             with_payload=True, with_vector=False)
-        return to_hits(self._call(self._shard.query, req), "hybrid", True)
+    transport: EdgeTransport
 
-    def info(self) -> dict[str, Any]:
-        return {"engine": self.name, "path": str(self.path.resolve()), "collection": self.path.name,
-                "points": self.count(), "meta": self.meta.to_dict()}
+    def __init__(
+        self, path: str | os.PathLike, meta: CollectionMeta | None = None, recreate: bool = False,
+        create: bool = True, threads: int | None = None, min_free_mb: float | None = None,
+    ) -> None:
+        super().__init__(EdgeTransport(path, threads, min_free_mb), meta=meta, recreate=recreate, create=create)
+
+    @property
+    def path(self) -> Path:
+        return self.transport.path
+
+    @property
+    def min_free(self) -> float:
+        """Bytes that must stay free on the disk; writes that would leave less are refused."""
+        return self.transport.min_free
+
+    @min_free.setter
+    def min_free(self, value: float) -> None:
+        self.transport.min_free = value

@@ -1,6 +1,6 @@
-"""Server backend: a Qdrant server or cluster through ``qdrant-client`` (``--url``/``--api-key``).
+"""Server transport: a Qdrant server or cluster through ``qdrant-client`` (``--url``/``--api-key``).
 
-Same layout as the embedded engine (see :mod:`.qdrant`); the :class:`CollectionMeta` lives in the
+Same layout as the embedded engine (see :mod:`.qdrant_backend`); the :class:`CollectionMeta` lives in the
 collection's own ``metadata``. Tested against qdrant-client's in-memory mode (``QdrantClient(":memory:")``,
 the same client requests), which scores every point in Python: a test double, not a store.
 """
@@ -8,35 +8,14 @@ the same client requests), which scores every point in Python: a test double, no
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from ..errors import require
-from ..sparse import SparseEmbedding, SparseEmbeddings
-from .base import (
-    DEFAULT_RRF_K,
-    BackendError,
-    CollectionMeta,
-    CollectionNotFoundError,
-    Point,
-    SearchHit,
-    check_meta,
-    check_top_k,
-    dense_query,
-    filter_terms,
-    first_line,
-    prefetch_limit,
-    require_capability,
-    sorted_unique,
-    sparse_capabilities,
-)
-from .qdrant import DENSE, MIN_SCORE, SPARSE, chunked, record_to_point, to_hits
+from csr_adapter.errors import require
+from csr_adapter.integrations.base import BackendError, CollectionMeta, Point, first_line
+from csr_adapter.integrations.qdrant_backend import DENSE, SPARSE, Nearest, QdrantBackend
 
 META_KEY = "csr_adapter"
-SCROLL_PAGE = 1024
-WRITE_BATCH = 256
 
 
 def _models():
@@ -46,23 +25,22 @@ def _models():
     return models
 
 
-class QdrantServerBackend:
-    """A CSR collection on a Qdrant server (implements :class:`~.base.Backend`).
+class ClientTransport:
+    """Collection ``collection`` through a ``QdrantClient`` (a :class:`~.qdrant_backend.Transport`).
 
-    >>> be = QdrantServerBackend("docs", url="http://localhost:6333", meta=CollectionMeta(mid, 1536, 8))
+    A ``client`` passed in belongs to the caller and is never closed here; else one is made for ``url``.
     """
 
     name = "qdrant-server"
-    needs_dense = False
+    write_batch = 256
+    scroll_page = 1024
 
-    def __init__(
-        self, collection: str, url: str | None = None, api_key: str | None = None, client: Any = None,
-        meta: CollectionMeta | None = None, recreate: bool = False, create: bool = True, timeout: float = 10.0,
-    ) -> None:
+    def __init__(self, collection: str, url: str | None = None, api_key: str | None = None, client: Any = None,
+                 timeout: float = 10.0) -> None:
         qc = require("qdrant_client", "qdrant")
         self.collection = collection
         self.url = url or getattr(client, "_location", None) or "client"
-        self._owns_client = client is None  # a client passed in belongs to the caller: never closed here
+        self._owns_client = client is None
         if client is None:
             try:
                 client = qc.QdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout)),
@@ -70,20 +48,8 @@ class QdrantServerBackend:
             except Exception as exc:
                 raise BackendError(f"--url {url}: invalid Qdrant URL ({first_line(exc)})") from None
         self.client = client
-        exists = self._call(self.client.collection_exists, collection)
-        if exists and recreate:
-            self._call(self.client.delete_collection, collection)
-            exists = False
-        if not exists:
-            if not create or meta is None:
-                raise CollectionNotFoundError(f"{self._where}: no such collection (ingest into it first)")
-            self._create(meta)
-        self.meta = self._read_meta(meta)
-        self.capabilities = sparse_capabilities(self.meta)
-
-    @property
-    def _where(self) -> str:
-        return f"collection {self.collection!r} at {self.url}"
+        self.where = self.label = f"collection {collection!r} at {self.url}"
+        self.missing = f"{self.where}: no such collection (ingest into it first)"
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -94,50 +60,33 @@ class QdrantServerBackend:
             msg = first_line(exc)
             if any(s in msg for s in ("Connection refused", "timed out", "Name or service", "Connect", "Errno")):
                 raise BackendError(f"cannot reach Qdrant at {self.url}: {msg}") from None
-            raise BackendError(f"{self._where}: Qdrant error: {msg}") from None
+            raise BackendError(f"{self.where}: Qdrant error: {msg}") from None
 
-    def _create(self, meta: CollectionMeta) -> None:
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return bool(self._call(self.client.collection_exists, self.collection))
+
+    def remove(self) -> None:
+        if self.exists():
+            self._call(self.client.delete_collection, self.collection)
+
+    def create(self, meta: CollectionMeta) -> None:
         m = _models()
         sparse = {SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF if meta.idf else None)}
         dense = {DENSE: m.VectorParams(size=meta.d, distance=m.Distance.DOT)} if meta.d else {}
         self._call(self.client.create_collection, self.collection, vectors_config=dense,
                    sparse_vectors_config=sparse, metadata={META_KEY: meta.to_dict()})
 
-    def _read_meta(self, wanted: CollectionMeta | None) -> CollectionMeta:
+    def load(self) -> None:
+        """A server collection needs no loading."""
+
+    def read_meta(self, wanted: CollectionMeta | None) -> CollectionMeta:
         info = self._call(self.client.get_collection, self.collection)
         raw = (getattr(info.config, "metadata", None) or {}).get(META_KEY)
         if not raw:
-            raise BackendError(f"{self._where}: not created by csr-adapter (no {META_KEY!r} metadata); "
+            raise BackendError(f"{self.where}: not created by csr-adapter (no {META_KEY!r} metadata); "
                                "use another --collection or --recreate")
-        return check_meta(CollectionMeta.from_dict(raw), wanted, self._where)
-
-    # -- writes ------------------------------------------------------------------------------------
-    def _struct(self, p: Point):
-        m = _models()
-        vec: dict[str, Any] = {}
-        if p.sparse is not None:
-            idx, val = sorted_unique(p.sparse)
-            vec[SPARSE] = m.SparseVector(indices=idx, values=val)
-        if p.dense is not None:
-            if not self.meta.d:
-                raise BackendError(f"{self._where}: collection has no dense vector (created without --hybrid)")
-            vec[DENSE] = np.asarray(p.dense, dtype=np.float32).tolist()
-        return m.PointStruct(id=str(p.id), vector=vec, payload=p.payload)
-
-    def upsert(self, points: Sequence[Point]) -> None:
-        for batch in chunked(list(points), WRITE_BATCH):
-            self._call(self.client.upsert, self.collection, [self._struct(p) for p in batch], wait=True)
-
-    def delete(self, ids: Iterable[str]) -> None:
-        m = _models()
-        for batch in chunked([str(i) for i in ids], WRITE_BATCH):
-            self._call(self.client.delete, self.collection, points_selector=m.PointIdsList(points=batch), wait=True)
-
-    def optimize(self) -> None:
-        """The server optimises in the background."""
-
-    def flush(self) -> None:
-        """Writes use ``wait=True``: nothing to flush."""
+        return CollectionMeta.from_dict(raw)
 
     def close(self) -> None:
         if not self._owns_client:
@@ -145,87 +94,91 @@ class QdrantServerBackend:
         with contextlib.suppress(Exception):  # closing a dead connection is not worth an error
             self.client.close()
 
-    def __enter__(self) -> QdrantServerBackend:
-        return self
+    discard = close
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def optimize(self) -> None:
+        """The server optimises in the background."""
 
-    # -- reads -------------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Writes use ``wait=True``: nothing to flush."""
+
+    # -- models ------------------------------------------------------------------------------------
+    def point_id(self, id: str) -> str:
+        return str(id)
+
+    def sparse(self, indices: list[int], values: list[float]) -> Any:
+        return _models().SparseVector(indices=indices, values=values)
+
+    def match(self, key: str, value: Any) -> Any:
+        m = _models()
+        return m.FieldCondition(key=key, match=m.MatchValue(value=value))
+
+    def filter(self, must: list | None = None, should: list | None = None) -> Any:
+        return _models().Filter(must=must, should=should)
+
+    # -- operations --------------------------------------------------------------------------------
+    def upsert(self, points: Sequence[Point], vectors: Sequence[dict[str, Any]]) -> None:
+        m = _models()
+        structs = [m.PointStruct(id=str(p.id), vector=vec, payload=p.payload) for p, vec in zip(points, vectors)]
+        self._call(self.client.upsert, self.collection, structs, wait=True)
+
+    def delete(self, ids: Sequence[Any]) -> None:
+        selector = _models().PointIdsList(points=list(ids))
+        self._call(self.client.delete, self.collection, points_selector=selector, wait=True)
+
     def count(self) -> int:
         return int(self._call(self.client.count, self.collection, exact=True).count)
 
-    def scroll(self, fields: Sequence[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
-        offset = None
-        with_payload = list(fields) if fields is not None else True
-        while True:
-            records, offset = self._call(self.client.scroll, self.collection, limit=SCROLL_PAGE, offset=offset,
-                                         with_payload=with_payload, with_vectors=False)
-            for r in records:
-                yield str(r.id), dict(r.payload or {})
-            if offset is None:
-                return
+    def scroll(self, offset: Any, limit: int, with_payload: Any) -> tuple[list, Any]:
+        return self._call(self.client.scroll, self.collection, limit=limit, offset=offset,
+                          with_payload=with_payload, with_vectors=False)
 
-    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Point]:
-        recs = self._call(self.client.retrieve, self.collection, [str(i) for i in ids], with_payload=True,
+    def retrieve(self, ids: Sequence[Any], with_vectors: bool) -> list:
+        return self._call(self.client.retrieve, self.collection, list(ids), with_payload=True,
                           with_vectors=with_vectors)
-        return [record_to_point(r, self.meta.h) for r in recs]
 
-    def _filter(self, filter: dict[str, Any] | None):
+    def query(self, request: Nearest) -> list:
+        r = request
+        return self._call(self.client.query_points, self.collection, query=r.vector, using=r.using, limit=r.limit,
+                          query_filter=r.filter, score_threshold=r.threshold, with_payload=r.with_payload).points
+
+    def query_batch(self, requests: Sequence[Nearest]) -> list[list]:
+        return [self.query(r) for r in requests]
+
+    def fuse(self, prefetches: Sequence[Nearest], rrf_k: int, limit: int) -> list:
         m = _models()
-        terms = filter_terms(filter)
-        if not terms:
-            return None
-        return m.Filter(must=[m.Filter(should=[m.FieldCondition(key=key, match=m.MatchValue(value=v))
-                                               for v in values]) for key, values in terms])
+        stages = [m.Prefetch(query=p.vector, using=p.using, limit=p.limit, filter=p.filter,
+                             score_threshold=p.threshold) for p in prefetches]
+        return self._call(self.client.query_points, self.collection, prefetch=stages,
+                          query=m.RrfQuery(rrf=m.Rrf(k=rrf_k)), limit=limit, with_payload=True).points
 
-    def _query(self, query: SparseEmbedding | np.ndarray) -> tuple[Any, str, float | None]:
-        m = _models()
-        if isinstance(query, SparseEmbedding):
-            idx, val = sorted_unique(query)
-            return m.SparseVector(indices=idx, values=val), SPARSE, MIN_SCORE
-        return dense_query(query, self.meta, self._where), DENSE, None
+    def location(self) -> dict[str, Any]:
+        return {"url": self.url, "collection": self.collection}
 
-    def search(
-        self, query: SparseEmbedding | np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
-        with_payload: bool = True,
-    ) -> list[SearchHit]:
-        """Top hits for one sparse code (score > 0 only) or dense vector, best first."""
-        check_top_k(top_k)
-        sparse = isinstance(query, SparseEmbedding)
-        if sparse and len(query) == 0:
-            return []
-        vector, using, threshold = self._query(query)
-        res = self._call(self.client.query_points, self.collection, query=vector, using=using, limit=top_k,
-                         query_filter=self._filter(filter), score_threshold=threshold, with_payload=with_payload)
-        return to_hits(res.points, "sparse" if sparse else "dense", sparse)
 
-    def search_batch(
-        self, queries: SparseEmbeddings, top_k: int = 10, filter: dict[str, Any] | None = None,
-        with_payload: bool = True,
-    ) -> list[list[SearchHit]]:
-        check_top_k(top_k)
-        return [self.search(q, top_k, filter, with_payload) for q in queries]
+class QdrantServerBackend(QdrantBackend):
+    """A CSR collection on a Qdrant server (implements :class:`~.base.Backend`).
 
-    def hybrid_search(
-        self, sparse: SparseEmbedding, dense: np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
-        rrf_k: int = DEFAULT_RRF_K,
-    ) -> list[SearchHit]:
-        """Sparse and dense candidates fused server-side with RRF (``1 / (rrf_k + rank)``, ranks from 0)."""
-        require_capability(self, "hybrid", f"hybrid search in {self._where}")
-        check_top_k(top_k)
-        m = _models()
-        flt, limit = self._filter(filter), prefetch_limit(top_k)
-        prefetch = []
-        if len(sparse):
-            vector, using, threshold = self._query(sparse)
-            prefetch.append(m.Prefetch(query=vector, using=using, limit=limit, filter=flt, score_threshold=threshold))
-        vector, using, _ = self._query(dense)
-        prefetch.append(m.Prefetch(query=vector, using=using, limit=limit, filter=flt))
-        res = self._call(self.client.query_points, self.collection, prefetch=prefetch,
-                         query=m.RrfQuery(rrf=m.Rrf(k=int(rrf_k))), limit=top_k, with_payload=True)
-        return to_hits(res.points, "hybrid", True)
+    >>> be = QdrantServerBackend("docs", url="http://localhost:6333", meta=CollectionMeta(mid, 1536, 8))
+    """
 
-    def info(self) -> dict[str, Any]:
-        return {"engine": self.name, "url": self.url, "collection": self.collection, "points": self.count(),
-                "meta": self.meta.to_dict()}
+    transport: ClientTransport
+
+    def __init__(
+        self, collection: str, url: str | None = None, api_key: str | None = None, client: Any = None,
+        meta: CollectionMeta | None = None, recreate: bool = False, create: bool = True, timeout: float = 10.0,
+    ) -> None:
+        transport = ClientTransport(collection, url=url, api_key=api_key, client=client, timeout=timeout)
+        super().__init__(transport, meta=meta, recreate=recreate, create=create)
+
+    @property
+    def client(self) -> Any:
+        return self.transport.client
+
+    @property
+    def url(self) -> str:
+        return self.transport.url
+
+    @property
+    def collection(self) -> str:
+        return self.transport.collection

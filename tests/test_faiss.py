@@ -38,9 +38,9 @@ def test_search_delete_reupsert_and_stable_ids(tmp_path, vectors):
     hits = be.search(vectors[5], top_k=3)
     assert hits[0].id == "id5" and hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert all(h.served_by == "dense" for h in hits) and hits[0].payload["i"] == 5
-    iid = be._iids(["id7"])["id7"]
+    iid = be.store.iids(["id7"])["id7"]
     be.upsert(points(vectors[7:8] * -1, ids=[7]))  # replace id7's vector: same int id, old vector gone
-    assert be._iids(["id7"])["id7"] == iid and be.count() == 300
+    assert be.store.iids(["id7"])["id7"] == iid and be.count() == 300
     assert top_ids(be, -vectors[7], 1) == ["id7"] and "id7" not in top_ids(be, vectors[7], 3)
     be.delete(["id5", "nope"])
     assert be.count() == 299 and "id5" not in top_ids(be, vectors[5], 5)
@@ -54,8 +54,8 @@ def test_persisted_and_loaded_lazily(tmp_path, vectors):
         be.upsert(points(vectors))
     assert (tmp_path / "c" / "index.faiss").exists()
     be = FaissBackend(tmp_path / "c")
-    assert be._index is None and be.count() == 300 and be.meta == CollectionMeta("m", 8, 2, D)
-    assert top_ids(be, vectors[42], 1) == ["id42"] and be._index is not None
+    assert be.index.current is None and be.count() == 300 and be.meta == CollectionMeta("m", 8, 2, D)
+    assert top_ids(be, vectors[42], 1) == ["id42"] and be.index.current is not None
     assert [p.id for p in be.get(["id3", "zz", "id1"])] == ["id3", "id1"]
     assert dict(be.scroll(["i"]))["id9"] == {"i": 9} and be.ids()[:2] == ["id0", "id1"]
     be.close()
@@ -107,11 +107,11 @@ def test_crash_before_flush_is_rebuilt(tmp_path, vectors):
     be.close()
     be = FaissBackend(tmp_path / "c")
     be.upsert(points(vectors[100:], start=100))
-    be._db.close()  # "killed": the store committed, the index file was never rewritten
+    be.store.db.close()  # "killed": the store committed, the index file was never rewritten
     be = FaissBackend(tmp_path / "c")
     with pytest.warns(UserWarning, match="out of date"):
         assert top_ids(be, vectors[250], 1) == ["id250"]
-    assert be._index.ntotal == 300
+    assert be.index.current.ntotal == 300
 
 
 def test_missing_or_corrupt_index_file_is_rebuilt(tmp_path, vectors):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..budget import BudgetSpec, check_bounds, corpus_keep, default_bounds, pooled_select, threshold_select
-from ..errors import CSRAdapterError
+from ..errors import CSRAdapterError, TrainConfigError
 from .data import Batch, Source
 
 BUDGETS = ("fixed", "pooled")
@@ -39,8 +39,6 @@ def resolve_bounds(cfg, h: int) -> tuple[int, int]:
     try:
         check_bounds(cfg.k, lo, hi, h)
     except CSRAdapterError as exc:
-        from .trainer import TrainConfigError
-
         raise TrainConfigError(str(exc)) from None
     return lo, hi
 
@@ -49,8 +47,6 @@ class PooledBudget:
     """Selection, running θ and the final calibration of one pooled-budget training run."""
 
     def __init__(self, cfg, h: int, total_steps: int, momentum: float = 0.05) -> None:
-        from .trainer import TrainConfigError
-
         if cfg.budget not in BUDGETS:
             raise TrainConfigError(f"unknown --budget {cfg.budget!r}: use one of {', '.join(BUDGETS)}")
         if not 0.0 <= cfg.threshold_frac <= 1.0 - cfg.anneal_frac:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..encoder import CSREncoder
-from ..errors import CSRAdapterError
+from ..errors import CSRAdapterError, TrainConfigError
 from ..head import CSRHead, topk_relu
 from ..runtime import set_threads
 from . import checkpoint as ckpt
@@ -33,10 +33,6 @@ from .data import Batch, Source, plan_epoch
 from .losses import annealed_k, auxk_loss, dead_mask, infonce_loss, normalized_mse, supcon_loss
 
 log = logging.getLogger("csr_adapter.training")
-
-
-class TrainConfigError(CSRAdapterError):
-    """Training settings that cannot work (checked before any training starts)."""
 
 
 @dataclass

@@ -20,10 +20,10 @@ from .schemas import SearchRequest
 
 def as_searcher(encoder, backend):
     """A :class:`~csr_adapter.integrations.fallback.FallbackSearcher` as is; a bare backend = sparse only."""
-    if hasattr(backend, "answer_encoded"):
-        return backend
     from ..integrations.fallback import FallbackSearcher
 
+    if isinstance(backend, FallbackSearcher):
+        return backend
     return FallbackSearcher(encoder, sparse=backend)
 
 
@@ -112,9 +112,9 @@ class Service:
             raise ApiError(413, f"query has {len(req.query)} characters; at most {self.config.max_chars}")
         if req.top_k > self.config.max_top_k:
             raise ApiError(422, f"top_k={req.top_k} exceeds the limit {self.config.max_top_k}")
-        enc = getattr(searcher, "encoder", None) or self.encoder  # a collection may own its (adapted) model
-        k = self.check_k(req.k) or getattr(searcher, "k", None) or enc.k
-        sparse = getattr(searcher, "sparse", None) is not None
+        enc = searcher.encoder or self.encoder  # a collection may own its (adapted) model
+        k = self.check_k(req.k) or searcher.k or enc.k
+        sparse = searcher.sparse is not None
         own = enc is not self.encoder
         job = EncodeJob([enc.config.query_prefix + req.query], k=k if sparse and not own else None, role="query",
                         dense=True, normalize=None, raw=True)
