@@ -118,6 +118,7 @@ class InfoResponse(BaseModel):
     k: int
     max_seq_length: int
     device: str
+    runtime: str = "torch"
     collections: list[str]
     limits: dict[str, Any]
     batching: dict[str, Any]

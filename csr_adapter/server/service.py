@@ -154,7 +154,8 @@ class Service:
         enc = self.encoder
         return {"model": model, "model_id": enc.model_id, "backbone": enc.config.backbone, "d": enc.d, "h": enc.h,
                 "k": enc.k, "max_seq_length": enc.backbone.max_seq_length, "device": str(enc.device),
-                "collections": list(self.collections), "limits": self.config.limits(),
+                "runtime": getattr(enc.backbone, "runtime", "torch"), "collections": list(self.collections),
+                "limits": self.config.limits(),
                 "batching": {"max_batch_size": self.config.max_batch_size, "max_wait_ms": self.config.max_wait_ms,
                              "max_queue": self.config.max_queue, **self.engine.batcher.stats.to_dict()},
                 "version": __version__}
