@@ -7,12 +7,14 @@ resumes), then the same shipped head codes them at each k. Reported per runtime:
 the dense vectors, the change against torch fp32 (goal for onnx-int8: within 0.005 at k = 2, 8, 32), and
 the dense cosine to torch fp32 per text (goal >= 0.99 for every text).
 
-    python benchmarks/runtime_quality.py [--runtimes torch,onnx,onnx-int8] [--ks 2,8,32] [--threads 1]
+    python benchmarks/runtime_quality.py [--runtimes torch,torch-bf16,onnx,onnx-int8] [--ks 2,8,32] [--threads 1]
+                                         [--other-docs N]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 from _common import REPO, SCIFACT, write_result
@@ -22,9 +24,12 @@ CACHE = REPO / "benchmarks" / ".cache" / "runtime_quality"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runtimes", default="torch,onnx,onnx-int8")
+    ap.add_argument("--runtimes", default="torch,torch-bf16,onnx,onnx-int8")
     ap.add_argument("--ks", default="2,8,32")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--other-docs", type=int, default=0,
+                    help="Score on a sub-corpus: every document relevant to a test query plus this many others "
+                         "(corpus order); 0 = the full corpus.")
     args = ap.parse_args()
 
     from csr_adapter import CSREncoder
@@ -34,6 +39,11 @@ def main() -> None:
 
     threads = set_threads(args.threads)
     data = load_beir(SCIFACT, split="test")
+    if args.other_docs:
+        relevant = {d for rel in data.qrels.values() for d in rel}
+        others = [d for d in data.corpus if d not in relevant][:args.other_docs]
+        keep = relevant | set(others)
+        data.corpus = {d: v for d, v in data.corpus.items() if d in keep}
     ks = [int(k) for k in args.ks.split(",")]
     runtimes = args.runtimes.split(",")
     if runtimes[0] != "torch":
@@ -46,7 +56,8 @@ def main() -> None:
         vectors[runtime] = (docs, queries)
         rows[runtime] = [evaluate_dense(docs, queries, data)] + evaluate_sparse(enc, docs, queries, data, ks)
     ref_rows = {str(r["k"]): r["ndcg@10"] for r in rows["torch"]}
-    result: dict = {"data": "scifact test", "docs": len(data.corpus), "queries": len(data.queries), "ks": ks,
+    label = "scifact test" + (f", sub-corpus (relevant + {args.other_docs} others)" if args.other_docs else "")
+    result: dict = {"data": label, "docs": len(data.corpus), "queries": len(data.queries), "ks": ks,
                     "threads": threads, "runtimes": {}}
     for runtime in runtimes:
         ndcg = {str(r["k"]): round(r["ndcg@10"], 4) for r in rows[runtime]}
@@ -69,8 +80,8 @@ def main() -> None:
 def render(r: dict) -> str:
     ks = [str(k) for k in r["ks"]]
     lines = ["# Backbone runtimes: quality with the shipped default head (SciFact test)\n",
-             f"`python benchmarks/runtime_quality.py` — {r['docs']:,} documents, {r['queries']} queries, nDCG@10; "
-             "each runtime embeds everything itself.\n",
+             f"`{' '.join(['python benchmarks/runtime_quality.py', *sys.argv[1:]])}` — {r['data']}: {r['docs']:,} "
+             f"documents, {r['queries']} queries, nDCG@10; each runtime embeds everything itself.\n",
              "| runtime | dense | " + " | ".join(f"k={k}" for k in ks) + " | max abs change vs torch | "
              "dense cosine to torch: min / mean | texts < 0.99 |",
              "|---|---|" + "---|" * len(ks) + "---|---|---|"]

@@ -92,8 +92,9 @@ class Backbone(nn.Module):
 
     ``verify``: check the files against the upstream all-MiniLM-L6-v2 hashes first; by default the shipped
     backbone is checked (unless ``CSR_ADAPTER_SKIP_BACKBONE_CHECK=1``) and local directories are not.
-    ``runtime``: ``torch`` (default), ``onnx`` or ``onnx-int8`` runs the transformer (see
-    :mod:`csr_adapter.onnx_backbone`); tokenisation, pooling and normalisation are the same for all.
+    ``runtime``: ``torch`` (default), ``torch-bf16`` (the transformer's weights and activations in bfloat16:
+    fast on CPUs with AVX512-BF16/AMX and on GPUs, slow elsewhere), ``onnx`` or ``onnx-int8`` (see
+    :mod:`csr_adapter.onnx_backbone`); tokenisation, pooling and normalisation (fp32) are the same for all.
     """
 
     def __init__(
@@ -147,7 +148,9 @@ class Backbone(nn.Module):
         self.dim = int(self.model.config.hidden_size)
         self.runtime = check_runtime(runtime)
         self._onnx = None
-        if self.runtime != "torch":
+        if self.runtime == "torch-bf16":
+            self.model.to(torch.bfloat16)
+        elif self.runtime != "torch":
             from .onnx_backbone import OnnxTransformer
 
             self._onnx = OnnxTransformer(self, self.runtime)
@@ -163,9 +166,9 @@ class Backbone(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled (and, as configured, L2-normalised) embeddings, shape ``(B, d)``, fp32."""
+        if self.runtime != "torch" and torch.is_grad_enabled() and self.model.training:
+            raise RuntimeError(f"runtime {self.runtime!r} is for inference: train with runtime 'torch'")
         if self._onnx is not None:
-            if torch.is_grad_enabled() and self.model.training:
-                raise RuntimeError(f"runtime {self.runtime!r} is for inference: train with runtime 'torch'")
             tokens = self._onnx(features)
         else:
             tokens = self.model(**features, return_dict=True).last_hidden_state.float()

@@ -125,8 +125,9 @@ class CSREncoder:
 
         ``backbone``: an already loaded backbone, reused (not reloaded) when the model names that same
         stock backbone with the same length settings and runtime (e.g. heads adapted per collection).
-        ``runtime``: how the backbone runs, ``torch`` (default), ``onnx`` or ``onnx-int8`` (CPU; needs the
-        ``[onnx]`` extra; see :mod:`csr_adapter.onnx_backbone`); ``None`` = the given backbone's, else torch."""
+        ``runtime``: how the backbone runs, ``torch`` (default), ``torch-bf16``, ``onnx`` or ``onnx-int8`` (CPU;
+        need the ``[onnx]`` extra; see :mod:`csr_adapter.onnx_backbone`); ``None`` = the given backbone's, else
+        torch."""
         directory = Path(path).expanduser() if path is not None else DEFAULT_MODEL_DIR
         if not directory.is_dir():
             what = "shipped default model" if path is None else "model directory"
@@ -138,7 +139,7 @@ class CSREncoder:
             backbone_ref = str(directory / backbone_ref)
             backbone = None
         runtime = check_runtime(runtime or (backbone.runtime if backbone is not None else None))
-        if runtime != "torch" and str(device) == "auto":
+        if runtime.startswith("onnx") and str(device) == "auto":
             device = "cpu"  # the onnx runtimes are CPU runtimes (fp32 onnx on CUDA: ask --device cuda)
         if backbone is None or (backbone.identity, backbone.max_seq_length, backbone.truncation_side,
                                 backbone.runtime) != (backbone_ref, config.max_seq_length, config.truncation_side,

@@ -2,7 +2,7 @@
 
 Runtimes (``Backbone(runtime=...)``, ``CSREncoder.from_pretrained(runtime=...)``, ``--runtime``):
 
-- ``torch``: the transformers model as loaded (the default).
+- ``torch``: the transformers model as loaded (the default); ``torch-bf16``: the same in bfloat16.
 - ``onnx``: the same transformer exported with ``torch.onnx`` (eager attention, so ONNX Runtime's BERT
   fusions apply: one Attention, SkipLayerNorm and BiasGelu op per layer), graph-optimised by
   ``onnxruntime.transformers.optimizer``. fp32: the same numbers as torch up to rounding.
@@ -31,7 +31,7 @@ import torch
 
 from .errors import CSRAdapterError, MissingExtraError
 
-RUNTIMES = ("torch", "onnx", "onnx-int8")
+RUNTIMES = ("torch", "torch-bf16", "onnx", "onnx-int8")
 EXACT_RUNTIMES = ("torch", "onnx")  # same vectors up to float rounding (they share embedding caches)
 EXPORT_VERSION = "v2"  # bump when the export or quantization recipe changes
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -1,4 +1,4 @@
-"""Backbone runtimes: ONNX Runtime fp32 and int8 agree with torch fp32 on real SciFact text (real backbone)."""
+"""Backbone runtimes: torch bf16, ONNX Runtime fp32 and int8 agree with torch fp32 on real SciFact text."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="the [onnx] extra is not installed")
 
-RUNTIMES = ("onnx", "onnx-int8")
+RUNTIMES = ("torch-bf16", "onnx", "onnx-int8")
 
 
 @pytest.fixture(scope="module")

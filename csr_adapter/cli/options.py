@@ -56,11 +56,11 @@ device_option = click.option(
     "--device", type=click.Choice(DEVICES), default="auto", show_default=True,
     help="Where the backbone runs.",
 )
-RUNTIMES = ("torch", "onnx", "onnx-int8")  # mirrors csr_adapter.onnx_backbone.RUNTIMES without importing torch
+RUNTIMES = ("torch", "torch-bf16", "onnx", "onnx-int8")  # = csr_adapter.onnx_backbone.RUNTIMES, no torch import
 runtime_option = click.option(
     "--runtime", type=click.Choice(RUNTIMES), default="torch", show_default=True,
-    help="How the backbone runs: torch, or ONNX Runtime fp32 / int8 on CPU (pip install 'csr-adapter[onnx]'; "
-         "exported once, cached under ~/.cache/csr-adapter/onnx).",
+    help="How the backbone runs: torch fp32 or bf16 (fast on CPUs with AVX512-BF16/AMX), or ONNX Runtime fp32 / "
+         "int8 on CPU (pip install 'csr-adapter[onnx]'; exported once, cached under ~/.cache/csr-adapter/onnx).",
 )
 threads_option = click.option(
     "--threads", type=Int(0, 1024), default=0, help="CPU threads for torch (0 = the cores available).",
