@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import ModelLoadError
+from .onnx_backbone import check_runtime
 from .provenance import DEFAULT_ALIASES, DEFAULT_BACKBONE, skip_requested, verify_backbone
 
 # pooling mode -> the key sentence-transformers writes in 1_Pooling/config.json
@@ -91,6 +92,9 @@ class Backbone(nn.Module):
 
     ``verify``: check the files against the upstream all-MiniLM-L6-v2 hashes first; by default the shipped
     backbone is checked (unless ``CSR_ADAPTER_SKIP_BACKBONE_CHECK=1``) and local directories are not.
+    ``runtime``: ``torch`` (default), ``torch-bf16`` (the transformer's weights and activations in bfloat16:
+    fast on CPUs with AVX512-BF16/AMX and on GPUs, slow elsewhere), ``onnx`` or ``onnx-int8`` (see
+    :mod:`csr_adapter.onnx_backbone`); tokenisation, pooling and normalisation (fp32) are the same for all.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class Backbone(nn.Module):
         max_seq_length: int | None = None,
         truncation_side: str = "right",
         verify: bool | None = None,
+        runtime: str = "torch",
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -141,6 +146,14 @@ class Backbone(nn.Module):
         self.tokenizer.truncation_side = truncation_side
         self.truncation_side = truncation_side
         self.dim = int(self.model.config.hidden_size)
+        self.runtime = check_runtime(runtime)
+        self._onnx = None
+        if self.runtime == "torch-bf16":
+            self.model.to(torch.bfloat16)
+        elif self.runtime != "torch":
+            from .onnx_backbone import OnnxTransformer
+
+            self._onnx = OnnxTransformer(self, self.runtime)
 
     # -- tokenisation / forward ------------------------------------------------------------
     def tokenize(self, texts: list[str], truncation_side: str | None = None) -> dict[str, torch.Tensor]:
@@ -173,8 +186,12 @@ class Backbone(nn.Module):
         """Pooled (and, as configured, L2-normalised) embeddings, shape ``(B, d)``, fp32.
 
         ``normalize=False``: the pooled vectors before the backbone's own normalisation (if it has one)."""
-        out = self.model(**features, return_dict=True)
-        tokens = out.last_hidden_state.float()
+        if self.runtime != "torch" and torch.is_grad_enabled() and self.model.training:
+            raise RuntimeError(f"runtime {self.runtime!r} is for inference: train with runtime 'torch'")
+        if self._onnx is not None:
+            tokens = self._onnx(features)
+        else:
+            tokens = self.model(**features, return_dict=True).last_hidden_state.float()
         mask = features["attention_mask"].unsqueeze(-1).to(tokens.dtype)
         mode = self.pooling.mode
         if mode == "cls":
@@ -226,4 +243,4 @@ class Backbone(nn.Module):
 
     def describe(self) -> dict:
         return {"backbone": self.identity, "dim": self.dim, "max_seq_length": self.max_seq_length,
-                "truncation_side": self.truncation_side, **asdict(self.pooling)}
+                "truncation_side": self.truncation_side, "runtime": self.runtime, **asdict(self.pooling)}

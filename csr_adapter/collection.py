@@ -53,7 +53,7 @@ class Collection:
 
     def __init__(self, name: str = "csr", *, backend: str = "qdrant", path: str | os.PathLike | None = None,
                  url: str | None = None, api_key: str | None = None, model: str | os.PathLike | None = None,
-                 device: str = "auto", threads: int | None = None,
+                 device: str = "auto", threads: int | None = None, runtime: str | None = None,
                  echo: Callable[[str], None] | None = None, share=None, client: Any = None,
                  encoder=None) -> None:
         from .integrations.base import check_collection_name
@@ -64,6 +64,7 @@ class Collection:
         if self.path is not None:
             self.url = None  # an explicit path wins over QDRANT_URL from the environment
         self.model, self.device, self.threads = model, device, threads
+        self.runtime = runtime  # the backbone's runtime (torch | onnx | onnx-int8; None: share's, else torch)
         self.echo = echo or _echo_default
         self.share = share  # an encoder whose backbone the collection's model may reuse
         self.client = client  # a qdrant_client.QdrantClient to use instead of url (e.g. ":memory:" in tests)
@@ -129,10 +130,11 @@ class Collection:
         if self.model is not None or meta is None:
             from .encoder import CSREncoder
 
-            return CSREncoder.from_pretrained(self.model, device=self.device)
+            return CSREncoder.from_pretrained(self.model, device=self.device, runtime=self.runtime)
         from .model_store import load_collection_model
 
-        return load_collection_model(meta.model_id, self.path, self.name, self.device, self.share)
+        return load_collection_model(meta.model_id, self.path, self.name, self.device, self.share,
+                                     runtime=self.runtime)
 
     def check_model(self, enc, meta) -> None:
         from .integrations.base import CollectionMismatchError
@@ -175,7 +177,7 @@ class Collection:
                                avg_k=avg_k, k_min=k_min, k_max=k_max, progress=progress)
         from .encoder import CSREncoder
 
-        base = self.fixed or CSREncoder.from_pretrained(self.model, device=self.device)
+        base = self.fixed or CSREncoder.from_pretrained(self.model, device=self.device, runtime=self.runtime)
         enc, adapted = base, None
         if adapt is not False:
             enc, adapted = self._adapt(base, corpus, k=k, overlap=overlap, batch_size=batch_size,
@@ -240,7 +242,7 @@ class Collection:
         if not self.embedded:
             raise AdaptError(f"collection {self.name!r} is on a server: re-adapting in place is not supported; "
                              "ingest into a new --collection with --adapt, or --recreate --adapt")
-        base = self.fixed or CSREncoder.from_pretrained(self.model, device=self.device)
+        base = self.fixed or CSREncoder.from_pretrained(self.model, device=self.device, runtime=self.runtime)
         enc, adapted = self._adapt(base, corpus, k=k or meta.k, overlap=overlap, batch_size=batch_size,
                                    config=adapt_config, force=True, progress=progress)
         nxt = self.name + NEXT

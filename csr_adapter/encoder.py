@@ -16,6 +16,7 @@ from .card import render_card
 from .config import BACKBONE_DIR, CARD_NAME, HEAD_NAME, CSRConfig
 from .errors import ModelLoadError
 from .head import CSRHead, check_k
+from .onnx_backbone import check_runtime
 from .runtime import resolve_device
 from .sparse import SparseEmbedding, SparseEmbeddings
 
@@ -119,11 +120,14 @@ class CSREncoder:
     # -- loading / saving ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "auto",
-                        backbone: Backbone | None = None) -> CSREncoder:
+                        backbone: Backbone | None = None, runtime: str | None = None) -> CSREncoder:
         """Load a model directory (``config.json`` + ``head.safetensors``); ``None`` = shipped default.
 
         ``backbone``: an already loaded backbone, reused (not reloaded) when the model names that same
-        stock backbone with the same length settings (e.g. heads adapted per collection)."""
+        stock backbone with the same length settings and runtime (e.g. heads adapted per collection).
+        ``runtime``: how the backbone runs, ``torch`` (default), ``torch-bf16``, ``onnx`` or ``onnx-int8`` (CPU;
+        need the ``[onnx]`` extra; see :mod:`csr_adapter.onnx_backbone`); ``None`` = the given backbone's, else
+        torch."""
         directory = Path(path).expanduser() if path is not None else DEFAULT_MODEL_DIR
         if not directory.is_dir():
             what = "shipped default model" if path is None else "model directory"
@@ -134,9 +138,13 @@ class CSREncoder:
         if (directory / backbone_ref).is_dir():
             backbone_ref = str(directory / backbone_ref)
             backbone = None
-        if backbone is None or (backbone.identity, backbone.max_seq_length, backbone.truncation_side) != (
-                backbone_ref, config.max_seq_length, config.truncation_side):
-            backbone = Backbone(backbone_ref, config.max_seq_length, config.truncation_side)
+        runtime = check_runtime(runtime or (backbone.runtime if backbone is not None else None))
+        if runtime.startswith("onnx") and str(device) == "auto":
+            device = "cpu"  # the onnx runtimes are CPU runtimes (fp32 onnx on CUDA: ask --device cuda)
+        if backbone is None or (backbone.identity, backbone.max_seq_length, backbone.truncation_side,
+                                backbone.runtime) != (backbone_ref, config.max_seq_length, config.truncation_side,
+                                                      runtime):
+            backbone = Backbone(backbone_ref, config.max_seq_length, config.truncation_side, runtime=runtime)
         if backbone.dim != config.d:
             raise ModelLoadError(
                 f"{directory}: backbone {config.backbone!r} has dim {backbone.dim}, config d={config.d}"
@@ -334,5 +342,5 @@ class CSREncoder:
         """Shape, identity and files of this model (what ``csr-adapter info`` prints)."""
         return {"model_id": self.model_id, "backbone": self.config.backbone, "d": self.d, "h": self.h,
                 "k": self.k, "query_k": self.config.query_k, "max_seq_length": self.backbone.max_seq_length,
-                "device": str(self.device),
+                "device": str(self.device), "runtime": self.backbone.runtime,
                 "training": self.config.training, "scores": self.config.scores}

@@ -63,11 +63,12 @@ def save_model(encoder, path: str | os.PathLike | None = None) -> Path:
 
 
 def load_collection_model(model_id: str, path: str | os.PathLike | None, collection: str, device: str = "auto",
-                          share=None):
+                          share=None, runtime: str | None = None):
     """The encoder a collection was built with: the shipped default, or its stored model.
 
     ``share``: an encoder already loaded; its backbone is reused when the stored model names the same one
     (an adapted head over the stock backbone), and it is returned as is when it *is* the model.
+    ``runtime``: the backbone's runtime (``None``: ``share``'s, else torch).
     """
     from .encoder import CSREncoder
 
@@ -75,15 +76,15 @@ def load_collection_model(model_id: str, path: str | os.PathLike | None, collect
         return share
     where = find_model(model_id, path)
     if where is None:
-        default = CSREncoder.from_pretrained(device=device)
+        default = CSREncoder.from_pretrained(device=device, runtime=runtime)
         if default.model_id == model_id:
             return default
         looked = ", ".join(str(r) for r in model_roots(path))
         raise ModelNotFoundError(f"collection {collection!r} was built with model {model_id}, which is not stored "
                                  f"locally (looked in {looked}): pass --model DIR")
     try:
-        enc = (CSREncoder.from_pretrained(where, device) if share is None else
-               CSREncoder.from_pretrained(where, str(share.device), backbone=share.backbone))
+        enc = (CSREncoder.from_pretrained(where, device, runtime=runtime) if share is None else
+               CSREncoder.from_pretrained(where, str(share.device), backbone=share.backbone, runtime=runtime))
     except ModelLoadError as exc:
         raise ModelNotFoundError(f"collection {collection!r}: its stored model is unusable ({exc}): pass --model DIR "
                                  "or re-ingest with --recreate") from None

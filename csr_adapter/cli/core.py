@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from .options import Int, device_option, json_option, load_encoder, model_option, qdrant_key_options, threads_option
+from .options import (
+    Int,
+    device_option,
+    json_option,
+    load_encoder,
+    model_option,
+    qdrant_key_options,
+    runtime_option,
+    threads_option,
+)
 
 
 def _files(directory: Path) -> list[dict]:
@@ -100,14 +109,15 @@ def info(model: str | None, collection: str | None, backend: str, store: str | N
               help="Code the texts as search queries (query prefix; max(k, query_k) latents).")
 @model_option
 @device_option
+@runtime_option
 @threads_option
 @json_option
 def encode(texts: tuple[str, ...], k: int | None, budget: str, as_query: bool, model: str | None, device: str,
-           threads: int, as_json: bool) -> None:
+           runtime: str, threads: int, as_json: bool) -> None:
     """Print the sparse code of each TEXT (use '-' to read one text per line from stdin)."""
     if texts == ("-",):
         texts = tuple(line.rstrip("\n") for line in click.get_text_stream("stdin"))
-    enc = load_encoder(model, device, threads)
+    enc = load_encoder(model, device, threads, runtime)
     try:
         codes = (enc.encode_queries(list(texts), k=k, budget=budget) if as_query
                  else enc.encode(list(texts), k=k, budget=budget))

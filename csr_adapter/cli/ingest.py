@@ -9,7 +9,16 @@ import time
 import click
 
 from ..filters import FilterError, parse_filter_args
-from .options import Float, Int, device_option, json_option, model_option, qdrant_key_options, threads_option
+from .options import (
+    Float,
+    Int,
+    device_option,
+    json_option,
+    model_option,
+    qdrant_key_options,
+    runtime_option,
+    threads_option,
+)
 from .safe import printable
 
 
@@ -74,6 +83,7 @@ def _show(path: str, file: str | None = None) -> str:
               help="Most optimiser steps of the adaptation (bounds its time; default 1500).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @device_option
+@runtime_option
 @threads_option
 @json_option
 def ingest(path: str, backend: str, collection: str, store: str | None, url: str | None, api_key: str | None,
@@ -81,7 +91,7 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
            idf: bool, with_fallback: bool, text_field: str, max_file_mb: float, follow_links: bool,
            overlap: int | None, budget: str, avg_k: int | None, k_min: int | None, k_max: int | None,
            adapt: bool | None, no_adapt: bool, adapt_steps: int | None,
-           no_progress: bool, device: str, threads: int, as_json: bool) -> None:
+           no_progress: bool, device: str, runtime: str, threads: int, as_json: bool) -> None:
     """Encode PATH (folder, file, or - for JSONL on stdin) into a collection; re-runs add only what changed.
 
     A new collection gets a CSR head adapted to PATH's own chunks (stored with the collection and used by
@@ -98,7 +108,8 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
                                              follow_links=follow_links))
     set_threads(threads)
     col = Collection(collection, backend=backend, path=store, url=url, api_key=api_key, model=model, device=device,
-                     threads=threads or None, echo=(lambda m: None) if as_json else (lambda m: click.echo(m, err=True)))
+                     runtime=runtime, threads=threads or None,
+                     echo=(lambda m: None) if as_json else (lambda m: click.echo(m, err=True)))
     try:
         report = col.ingest(corpus, k=k, adapt=False if no_adapt else adapt, recreate=recreate, prune=prune,
                             hybrid=hybrid, idf=idf, with_fallback=with_fallback, batch_size=batch_size,
@@ -193,12 +204,13 @@ def read_queries(file: str) -> list[tuple[str, str]]:
 @click.option("--budget", type=click.Choice(["fixed", "threshold"]), default="fixed", show_default=True,
               help="Query code: top-k, or the model's calibrated threshold (pooled-budget models).")
 @device_option
+@runtime_option
 @threads_option
 @json_option
 def search(query: str | None, queries_file: str | None, backend: str, collection: str, store: str | None,
            url: str | None, api_key: str | None, model: str | None, top_k: int, k: int | None,
            filters: tuple[str, ...], hybrid: bool, rrf_k: int, no_fallback: bool, budget: str, device: str,
-           threads: int, as_json: bool) -> None:
+           runtime: str, threads: int, as_json: bool) -> None:
     """Search a collection for QUERY (or every query in --queries FILE); prints rank, score, source, snippet.
 
     The collection's own model (adapted at ingest) is used unless --model is given.
@@ -214,7 +226,7 @@ def search(query: str | None, queries_file: str | None, backend: str, collection
     batch = read_queries(queries_file) if queries_file is not None else [("1", query)]
     set_threads(threads)
     col = Collection(collection, backend=backend, path=store, url=url, api_key=api_key, model=model, device=device,
-                     threads=threads or None)
+                     runtime=runtime, threads=threads or None)
     enc = col.encoder  # the collection's own model unless --model (resolved before the engine is opened)
     be = col.open_backend()
     fallback = None

@@ -56,19 +56,25 @@ device_option = click.option(
     "--device", type=click.Choice(DEVICES), default="auto", show_default=True,
     help="Where the backbone runs.",
 )
+RUNTIMES = ("torch", "torch-bf16", "onnx", "onnx-int8")  # = csr_adapter.onnx_backbone.RUNTIMES, no torch import
+runtime_option = click.option(
+    "--runtime", type=click.Choice(RUNTIMES), default="torch", show_default=True,
+    help="How the backbone runs: torch fp32 or bf16 (fast on CPUs with AVX512-BF16/AMX), or ONNX Runtime fp32 / "
+         "int8 on CPU (pip install 'csr-adapter[onnx]'; exported once, cached under ~/.cache/csr-adapter/onnx).",
+)
 threads_option = click.option(
     "--threads", type=Int(0, 1024), default=0, help="CPU threads for torch (0 = the cores available).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
-def load_encoder(model: str | None, device: str, threads: int = 0):
+def load_encoder(model: str | None, device: str, threads: int = 0, runtime: str = "torch"):
     """Set threads, then load the encoder (heavy imports happen here, not at CLI start-up)."""
     from ..encoder import CSREncoder
     from ..runtime import set_threads
 
     set_threads(threads)
-    return CSREncoder.from_pretrained(model, device=device)
+    return CSREncoder.from_pretrained(model, device=device, runtime=runtime)
 
 
 def qdrant_key_options(fn):

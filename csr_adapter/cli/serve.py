@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import Float, Int, device_option, load_encoder, model_option, threads_option
+from .options import Float, Int, device_option, load_encoder, model_option, runtime_option, threads_option
 
 
 def read_api_key(api_key: str | None, api_key_file: str | None) -> str | None:
@@ -78,6 +78,7 @@ def _is_loopback(host: str) -> bool:
                    "(TEI's truncate); --no-auto-truncate refuses them with 413, TEI's default.")
 @click.option("--max-chars", type=Int(min=1), default=20_000, show_default=True, help="Characters per text.")
 @device_option
+@runtime_option
 @threads_option
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
@@ -85,7 +86,8 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
           store_path: str | None, url: str | None, qdrant_api_key: str | None, no_fallback: bool,
           api_key: str | None, api_key_file: str | None, allowed_hosts: tuple[str, ...], body_timeout: float,
           source_root: str | None, max_batch_size: int, max_wait_ms: float, max_queue: int, timeout: float,
-          max_inputs: int, auto_truncate: bool, max_chars: int, device: str, threads: int, log_level: str) -> None:
+          max_inputs: int, auto_truncate: bool, max_chars: int, device: str, runtime: str, threads: int,
+          log_level: str) -> None:
     """Serve POST /embed_sparse, /embed (TEI-compatible), /v1/embeddings (OpenAI-compatible), /search,
     GET /health, /info, /metrics (Prometheus) and /docs over HTTP."""
     from ..errors import require
@@ -109,7 +111,7 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
                              auto_truncate=auto_truncate)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    encoder = load_encoder(model, device, threads)
+    encoder = load_encoder(model, device, threads, runtime)
     if k is not None:
         if k > encoder.h:
             raise click.BadParameter(f"k={k} exceeds the model's h={encoder.h}", param_hint="--k")
@@ -120,7 +122,8 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
                                  api_key=qdrant_api_key, threads=threads or None, fallback=not no_fallback,
                                  own_model=model is None)
     app = create_app(encoder, searchers, config, model_name=model or "csr-adapter/default_model")
-    click.echo(f"csr-adapter serving {encoder.config.backbone} (h={encoder.h}, k={encoder.k}) "
+    click.echo(f"csr-adapter serving {encoder.config.backbone} (h={encoder.h}, k={encoder.k}, "
+               f"runtime {encoder.backbone.runtime}) "
                f"on http://{host}:{port}  (docs at /docs)", err=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")

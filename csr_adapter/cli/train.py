@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .options import INT_LIMIT, Float, Int, device_option, json_option, model_option, threads_option
+from .options import INT_LIMIT, Float, Int, device_option, json_option, model_option, runtime_option, threads_option
 
 KINDS = ("auto", "beir", "pairs", "labelled", "raw")
 
@@ -146,11 +146,12 @@ def _format_rows(rows: list[dict]) -> list[str]:
                    "and report its rows beside the model's.")
 @click.option("--adapt-steps", type=Int(min=1), default=None, help="Most adaptation steps.")
 @device_option
+@runtime_option
 @threads_option
 @json_option
 def eval_cmd(data: str, model: str | None, ks: str | None, split: str, budget: str, no_dense: bool,
-             cache_dir: str | None, adapt: bool, adapt_steps: int | None, device: str, threads: int,
-             as_json: bool) -> None:
+             cache_dir: str | None, adapt: bool, adapt_steps: int | None, device: str, runtime: str,
+             threads: int, as_json: bool) -> None:
     """nDCG@10, Recall@100, active dims, dead latents and posting-list skew on a BEIR split, per k.
 
     With --adapt, a head is first adapted on the corpus text alone (its chunks, cut as ingest cuts them),
@@ -161,7 +162,7 @@ def eval_cmd(data: str, model: str | None, ks: str | None, split: str, budget: s
     from .options import load_encoder
 
     requested = _parse_ks(ks) if ks else None  # a bad --k fails before anything loads
-    enc = load_encoder(model, device, threads)
+    enc = load_encoder(model, device, threads, runtime)
     adapted = None
     if adapt:  # before the queries are even read: adaptation sees the corpus file only
         from ..collection import adapt_to_corpus

@@ -181,6 +181,7 @@ class CSRInfo(BaseModel):
     query_k: int | None
     max_seq_length: int
     device: str
+    runtime: str = "torch"
     collections: list[str]
     limits: dict[str, Any]
     batching: dict[str, Any]

@@ -174,7 +174,8 @@ class Service:
         enc, cfg = self.encoder, self.config
         seq = enc.backbone.max_seq_length
         return {
-            "model_id": model, "model_sha": None, "model_dtype": "float32",
+            "model_id": model, "model_sha": None,
+            "model_dtype": "bfloat16" if enc.backbone.runtime == "torch-bf16" else "float32",
             "model_type": {"embedding": {"pooling": enc.backbone.pooling.mode}},
             "max_concurrent_requests": cfg.max_queue, "max_input_length": seq,
             "max_batch_tokens": cfg.max_batch_size * seq, "max_batch_requests": None,
@@ -183,6 +184,7 @@ class Service:
             "csr_adapter": {
                 "model": model, "model_id": enc.model_id, "backbone": enc.config.backbone, "d": enc.d, "h": enc.h,
                 "k": enc.k, "query_k": enc.config.query_k, "max_seq_length": seq, "device": str(enc.device),
+                "runtime": enc.backbone.runtime,
                 "collections": list(self.collections), "limits": cfg.limits(),
                 "batching": {"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms,
                              "max_queue": cfg.max_queue, **self.engine.batcher.stats.to_dict()},
