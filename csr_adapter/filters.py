@@ -88,7 +88,11 @@ def path_candidates(value: str, root: str | None = None) -> list[str]:
         if not base:
             continue
         full = os.path.normpath(os.path.join(root, base))
-        for spelling in (full + rest, os.path.realpath(full) + rest):
+        try:
+            resolved = os.path.realpath(full)
+        except (ValueError, OSError):  # a NUL byte or an unreadable path: no file has that name
+            resolved = full
+        for spelling in (full + rest, resolved + rest):
             if spelling not in out and spelling != value:
                 out.append(spelling)
     return out

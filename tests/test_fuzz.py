@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -97,6 +97,7 @@ segment = st.text(st.characters(categories=["L", "N"]) | st.sampled_from("#_-. "
 @FAST
 @given(parts=st.lists(segment, min_size=1, max_size=3),
        record=st.one_of(st.none(), st.text(no_surrogates, max_size=12)))
+@example(parts=["a"], record="\x00")  # a NUL byte: realpath raised ValueError
 def test_a_relative_source_with_hashes_finds_its_stored_path(tmp_path_factory, parts, record):
     root = tmp_path_factory.getbasetemp()
     relative = "/".join(parts)
