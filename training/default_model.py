@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -90,18 +91,35 @@ def card_text(scores: dict[str, dict]) -> str:
             "**In domain.** A head trained on a collection's own corpus and labelled queries scores far higher on "
             "it: the in-domain SciFact head (SciFact corpus + train qrels + Banking77, h = 1536) is a separate, "
             "labelled row of `benchmarks/results/quality.md` (`python benchmarks/quality.py`); build your own with "
-            "`csr-adapter train`.\n")
+            "`csr-adapter train`.\n\nWordNet's licence notice, which must accompany weights trained on it, is in "
+            "`WORDNET-LICENSE.txt` beside this card.\n")
+
+
+def trained_earlier(head: Path, texts: dict[str, list[str]], h: int, steps: int) -> CSREncoder:
+    """A head this builder trained before (``--head DIR``), checked to have the same data and settings."""
+    enc = CSREncoder.from_pretrained(head, device="cpu")
+    t = enc.config.training or {}
+    same = (t.get("command") == COMMAND and enc.h == h and t.get("settings", {}).get("steps") == steps
+            and [(s["name"], s["rows"]) for s in t.get("sets", [])] == [(n, len(v)) for n, v in texts.items()])
+    if not same:
+        raise SystemExit(f"--head {head}: not a head this builder trained with h={h}, steps={steps} on this data")
+    return enc
 
 
 def build(data: Path, out: Path | None, h: int, steps: int, sets: tuple[str, ...], threads: int = 0,
-          progress: bool = True) -> tuple[CSREncoder, dict]:
-    """Train, score on ``sets``; write the model directory ``out`` (when given) with the card table."""
+          progress: bool = True, head: Path | None = None) -> tuple[CSREncoder, dict]:
+    """Train (or take ``head``, trained earlier by this builder), score on ``sets``; write the model
+    directory ``out`` (when given) with the card table."""
     from ..runtime import set_threads
 
     if threads:
         set_threads(threads)
-    base = CSREncoder.from_pretrained(device="cpu")
-    enc, _ = train_head(base, training_texts(data), h, steps, seed=DEFAULT_SETTINGS["seed"], progress=progress)
+    texts = training_texts(data)
+    if head is not None:
+        enc = trained_earlier(head, texts, h, steps)
+    else:
+        base = CSREncoder.from_pretrained(device="cpu")
+        enc, _ = train_head(base, texts, h, steps, seed=DEFAULT_SETTINGS["seed"], progress=progress)
     scores = score_sets(enc, data, sets, KS, progress=progress)
     if out is not None:
         enc.config.training["card"] = card_text(scores)
@@ -109,6 +127,8 @@ def build(data: Path, out: Path | None, h: int, steps: int, sets: tuple[str, ...
             "rows": [{"set": n, "dense": r["dense"], **{f"k={k}": r["ndcg"][k] for k in KS}}
                      for n, r in scores.items()], "command": COMMAND}}
         enc.save_pretrained(out, save_backbone=False)  # per-file atomic replace: readers never see a gap
+        if "wordnet" in texts or "wordnet-lemmas" in texts:  # its licence: the notice goes with every copy
+            shutil.copyfile(Path(data) / "wordnet" / "COPYRIGHT.debian", Path(out) / "WORDNET-LICENSE.txt")
         CSRConfig.load(out)  # sanity: the written directory loads
     return enc, scores
 
@@ -122,11 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", default=None,
                         help="sets to score (default: dev sets for a trial, all six with --out)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--head", type=Path, help="score and write a head this builder trained before "
+                                                   "(same data and settings; training is deterministic)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sets = tuple(args.sets.split(",")) if args.sets else (DEV_SETS + HELD_OUT_SETS if args.out else DEV_SETS)
-    _, scores = build(args.data, args.out, args.h, args.steps, sets, args.threads, not args.no_progress)
+    _, scores = build(args.data, args.out, args.h, args.steps, sets, args.threads, not args.no_progress, args.head)
     print(markdown_table(scores, {"dev": DEV_SETS, "held-out": HELD_OUT_SETS}))
     print("dev mean % of dense: " + ", ".join(f"k={k} {mean_pct(scores, [s for s in DEV_SETS if s in scores], k):.1f}"
                                               for k in KS))
