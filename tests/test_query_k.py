@@ -34,7 +34,7 @@ def test_queries_are_coded_wider_documents_unchanged(encoder, scifact_slice):
     nnz = np.diff(queries.indptr)
     assert (nnz > 8).all() and (nnz <= 64).all() and (queries.values > 0).all()
     # the wide code extends the narrow one: its top-8 entries are the 8-sparse query code
-    narrow = encoder.encode_queries(["does vitamin D prevent fractures?"], k=8)[0]
+    narrow = wide(encoder, None).encode_queries(["does vitamin D prevent fractures?"], k=8)[0]
     row = queries[0]
     top = np.sort(row.indices[np.argsort(-row.values)[:8]])
     assert np.array_equal(top, np.sort(narrow.indices))
