@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..defaults import DEFAULT_RRF_K  # noqa: F401  (re-exported: backends take it from here)
 from ..errors import CSRAdapterError
 from ..sparse import SparseEmbedding
 
@@ -37,8 +38,6 @@ class UnsupportedError(BackendError):
 class InvalidTopKError(CSRAdapterError, ValueError):
     """``top_k`` must be a positive integer."""
 
-
-DEFAULT_RRF_K = 60  # the RRF paper's constant; qdrant-client's own default (2) lets one list's outlier win
 
 # What a backend may declare in ``capabilities`` (the Backend methods every engine has are not listed):
 CAPABILITIES: dict[str, str] = {
