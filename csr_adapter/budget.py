@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from .defaults import EVAL_KS
 from .errors import CSRAdapterError
 
 MODES = ("fixed", "threshold", "corpus")
@@ -264,7 +265,7 @@ def eval_ks(encoder, mode: str, ks: list[int] | None) -> list[int]:
             raise BudgetError(f"threshold mode: this model's θ is calibrated for avg k {spec.avg_k}, not "
                               f"{','.join(map(str, ks))}")
         return [spec.avg_k]
-    return ks or [2, 4, 8, 16, 32]
+    return ks or list(EVAL_KS)
 
 
 def format_active(rows: list[dict], mode: str) -> list[str]:

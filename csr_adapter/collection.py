@@ -207,8 +207,8 @@ class Collection:
                avg_k, k_min, k_max, progress, name: str | None = None):
         from .budget import ingest_k
         from .corpus import Chunker
+        from .defaults import check_k
         from .dense_store import DenseStore
-        from .head import check_k
         from .ingest import ingest_corpus
         from .integrations.base import CollectionMeta
 

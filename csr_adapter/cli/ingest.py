@@ -8,7 +8,7 @@ import time
 
 import click
 
-from ..defaults import DEFAULT_RRF_K
+from ..defaults import DEFAULT_RRF_K, check_k
 from ..filters import FilterError, parse_filter_args
 from .options import (
     Float,
@@ -217,7 +217,6 @@ def search(query: str | None, queries_file: str | None, backend: str, collection
     The collection's own model (adapted at ingest) is used unless --model is given.
     """
     from ..collection import Collection
-    from ..head import check_k
     from ..integrations.base import CollectionMismatchError, require_capability
     from ..runtime import set_threads
 
