@@ -90,7 +90,7 @@ class BudgetSpec:
             if value is not None and math.isfinite(value):
                 return float(value)
         raise BudgetError("threshold mode needs a calibrated θ: this model has none for "
-                          f"role {role!r} (train it with --budget pooled)")
+                          f"role {role!r} (train it with budget='pooled')")
 
 
 def bounds_for(config, h: int, avg_k: int, k_min: int | None = None, k_max: int | None = None) -> tuple[int, int]:
@@ -190,7 +190,7 @@ def sparsify(encoder, x: torch.Tensor, mode: str, k: int | None = None, role: st
     if mode == "threshold":
         if spec is None:
             raise BudgetError("threshold mode needs a calibrated θ: this model has none (train it with "
-                              "--budget pooled)")
+                              "budget='pooled')")
         if k is not None and k != spec.avg_k:
             raise BudgetError(f"threshold mode: this model's θ is calibrated for avg k {spec.avg_k}, not {k}")
         avg_k, theta = spec.avg_k, spec.theta_for(role)
@@ -260,7 +260,7 @@ def eval_ks(encoder, mode: str, ks: list[int] | None) -> list[int]:
     if mode == "threshold":
         if spec is None:
             raise BudgetError("threshold mode needs a calibrated θ: this model has none (train it with "
-                              "--budget pooled)")
+                              "budget='pooled')")
         if ks and ks != [spec.avg_k]:
             raise BudgetError(f"threshold mode: this model's θ is calibrated for avg k {spec.avg_k}, not "
                               f"{','.join(map(str, ks))}")
