@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 
 import click
@@ -32,8 +33,6 @@ FLAG_WORDING = (
     ("a new collection with adapt=True, or recreate=True, adapt=True",
      "a new --collection with --adapt, or --recreate --adapt"),
     ("another collection", "another --collection"),
-    ("backend='faiss'", "--backend faiss"),
-    ("budget='pooled'", "--budget pooled"),
     ("adapt=False", "--no-adapt"),
     ("model=DIR", "--model DIR"),
     ("path=DIR", "--path DIR"),
@@ -43,11 +42,15 @@ FLAG_WORDING = (
 )
 
 
+# ``backend='faiss'`` -> ``--backend faiss`` (options that take a word)
+_CHOICE = re.compile(r"\b(backend|budget|device|runtime)='([\w:.-]+)'")
+
+
 def flag_wording(message: str) -> str:
     """A library error message as the command line says it (its flags instead of Python parameters)."""
     for param, flag in FLAG_WORDING:
         message = message.replace(param, flag)
-    return message
+    return _CHOICE.sub(r"--\1 \2", message)
 
 
 class BadArgument(click.ClickException):
