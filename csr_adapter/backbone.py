@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -240,7 +240,3 @@ class Backbone(nn.Module):
         pool = {"word_embedding_dimension": self.dim}
         pool.update({key: mode == self.pooling.mode for mode, key in POOLING_KEYS.items()})
         (out / "1_Pooling" / "config.json").write_text(json.dumps(pool, indent=2))
-
-    def describe(self) -> dict:
-        return {"backbone": self.identity, "dim": self.dim, "max_seq_length": self.max_seq_length,
-                "truncation_side": self.truncation_side, "runtime": self.runtime, **asdict(self.pooling)}

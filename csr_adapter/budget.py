@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from .defaults import EVAL_KS
 from .errors import CSRAdapterError
 
 MODES = ("fixed", "threshold", "corpus")
@@ -89,7 +90,7 @@ class BudgetSpec:
             if value is not None and math.isfinite(value):
                 return float(value)
         raise BudgetError("threshold mode needs a calibrated θ: this model has none for "
-                          f"role {role!r} (train it with --budget pooled)")
+                          f"role {role!r} (train it with budget='pooled')")
 
 
 def bounds_for(config, h: int, avg_k: int, k_min: int | None = None, k_max: int | None = None) -> tuple[int, int]:
@@ -189,7 +190,7 @@ def sparsify(encoder, x: torch.Tensor, mode: str, k: int | None = None, role: st
     if mode == "threshold":
         if spec is None:
             raise BudgetError("threshold mode needs a calibrated θ: this model has none (train it with "
-                              "--budget pooled)")
+                              "budget='pooled')")
         if k is not None and k != spec.avg_k:
             raise BudgetError(f"threshold mode: this model's θ is calibrated for avg k {spec.avg_k}, not {k}")
         avg_k, theta = spec.avg_k, spec.theta_for(role)
@@ -259,12 +260,12 @@ def eval_ks(encoder, mode: str, ks: list[int] | None) -> list[int]:
     if mode == "threshold":
         if spec is None:
             raise BudgetError("threshold mode needs a calibrated θ: this model has none (train it with "
-                              "--budget pooled)")
+                              "budget='pooled')")
         if ks and ks != [spec.avg_k]:
             raise BudgetError(f"threshold mode: this model's θ is calibrated for avg k {spec.avg_k}, not "
                               f"{','.join(map(str, ks))}")
         return [spec.avg_k]
-    return ks or [2, 4, 8, 16, 32]
+    return ks or list(EVAL_KS)
 
 
 def format_active(rows: list[dict], mode: str) -> list[str]:

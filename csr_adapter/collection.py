@@ -207,8 +207,8 @@ class Collection:
                avg_k, k_min, k_max, progress, name: str | None = None):
         from .budget import ingest_k
         from .corpus import Chunker
+        from .defaults import check_k
         from .dense_store import DenseStore
-        from .head import check_k
         from .ingest import ingest_corpus
         from .integrations.base import CollectionMeta
 
@@ -241,7 +241,7 @@ class Collection:
 
         if not self.embedded:
             raise AdaptError(f"collection {self.name!r} is on a server: re-adapting in place is not supported; "
-                             "ingest into a new --collection with --adapt, or --recreate --adapt")
+                             "ingest into a new collection with adapt=True, or recreate=True, adapt=True")
         base = self.fixed or CSREncoder.from_pretrained(self.model, device=self.device, runtime=self.runtime)
         enc, adapted = self._adapt(base, corpus, k=k or meta.k, overlap=overlap, batch_size=batch_size,
                                    config=adapt_config, force=True, progress=progress)
@@ -386,7 +386,7 @@ def adapt_to_corpus(base, corpus, *, k: int | None = None, overlap: int | None =
              f"keeping the given model (force it with --adapt)")
         return base, {"adapted": False, "chunks": len(texts), "reason": "corpus too small"}
     if len(texts) < 2:
-        raise AdaptError(f"cannot adapt on {len(texts)} chunk(s): use --no-adapt")
+        raise AdaptError(f"cannot adapt on {len(texts)} chunk(s): use adapt=False")
     from .training.adapt import AdaptConfig, pseudo_queries
 
     cfg = config or AdaptConfig()

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .defaults import DEFAULT_K, check_k
 from .errors import ModelLoadError
 
 CONFIG_NAME = "config.json"
@@ -22,7 +23,7 @@ class CSRConfig:
     backbone: str = "all-MiniLM-L6-v2"
     d: int = 384
     h: int = 1536
-    k: int = 8
+    k: int = DEFAULT_K
     max_seq_length: int | None = None
     truncation_side: str = "right"
     normalize: bool = True
@@ -39,8 +40,10 @@ class CSRConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"config {name} must be a positive int, got {value!r}")
-        if self.k > self.h:
-            raise ValueError(f"config k={self.k} exceeds h={self.h}")
+        try:
+            check_k(self.k, self.h)
+        except ValueError as exc:
+            raise ValueError(f"config {exc}") from None
         if self.query_k is not None and (isinstance(self.query_k, bool) or not isinstance(self.query_k, int)
                                          or not 1 <= self.query_k <= self.h):
             raise ValueError(f"config query_k must be null or an int in [1, h={self.h}], got {self.query_k!r}")

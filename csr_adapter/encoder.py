@@ -14,8 +14,9 @@ import torch
 from .backbone import DEFAULT_BACKBONE, Backbone
 from .card import render_card
 from .config import BACKBONE_DIR, CARD_NAME, HEAD_NAME, CSRConfig
+from .defaults import DEFAULT_K, check_k
 from .errors import ModelLoadError
-from .head import CSRHead, check_k
+from .head import CSRHead
 from .onnx_backbone import check_runtime
 from .runtime import resolve_device
 from .sparse import SparseEmbedding, SparseEmbeddings
@@ -153,7 +154,7 @@ class CSREncoder:
 
     @classmethod
     def from_backbone(
-        cls, backbone: str | None = None, h: int | None = None, k: int = 8, device: str = "auto",
+        cls, backbone: str | None = None, h: int | None = None, k: int = DEFAULT_K, device: str = "auto",
         max_seq_length: int | None = None, seed: int = 0,
     ) -> CSREncoder:
         """A fresh (untrained) head over a backbone, as the starting point for training."""

@@ -15,6 +15,10 @@ class TrainConfigError(CSRAdapterError):
     """Training settings that cannot work (checked before any training starts)."""
 
 
+class DeviceError(CSRAdapterError, ValueError):
+    """The requested device is not available here (``device='cuda'`` on a machine without CUDA)."""
+
+
 class MissingExtraError(CSRAdapterError, ImportError):
     """An optional dependency is not installed."""
 

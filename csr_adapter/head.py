@@ -16,14 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def check_k(k: int, h: int) -> int:
-    """Validate an inference/training ``k`` against the number of latents ``h``."""
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if k <= 0 or k > h:
-        raise ValueError(f"k must be in [1, {h}] (h = {h}), got {k}")
-    return k
+from .defaults import check_k  # noqa: F401  (re-exported: one k check for every caller)
 
 
 def topk_relu(pre: torch.Tensor, k: int) -> torch.Tensor:

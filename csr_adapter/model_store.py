@@ -81,15 +81,15 @@ def load_collection_model(model_id: str, path: str | os.PathLike | None, collect
             return default
         looked = ", ".join(str(r) for r in model_roots(path))
         raise ModelNotFoundError(f"collection {collection!r} was built with model {model_id}, which is not stored "
-                                 f"locally (looked in {looked}): pass --model DIR")
+                                 f"locally (looked in {looked}): pass model=DIR")
     try:
         enc = (CSREncoder.from_pretrained(where, device, runtime=runtime) if share is None else
                CSREncoder.from_pretrained(where, str(share.device), backbone=share.backbone, runtime=runtime))
     except ModelLoadError as exc:
-        raise ModelNotFoundError(f"collection {collection!r}: its stored model is unusable ({exc}): pass --model DIR "
-                                 "or re-ingest with --recreate") from None
+        raise ModelNotFoundError(f"collection {collection!r}: its stored model is unusable ({exc}): pass model=DIR "
+                                 "or re-ingest with recreate=True") from None
     if enc.model_id != model_id:
         raise ModelNotFoundError(f"collection {collection!r}: stored model {where} has id {enc.model_id}, expected "
-                                 f"{model_id} (corrupt?): pass --model DIR or re-ingest with --recreate")
+                                 f"{model_id} (corrupt?): pass model=DIR or re-ingest with recreate=True")
     return enc
 

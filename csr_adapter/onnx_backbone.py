@@ -53,7 +53,7 @@ def require_onnxruntime(runtime: str):
         import onnx  # noqa: F401
         import onnxruntime
     except ImportError:
-        raise MissingExtraError(f"--runtime {runtime} needs ONNX Runtime: pip install 'csr-adapter[onnx]'") from None
+        raise MissingExtraError(f"runtime={runtime!r} needs ONNX Runtime: pip install 'csr-adapter[onnx]'") from None
     return onnxruntime
 
 
@@ -175,9 +175,9 @@ class OnnxTransformer:
             providers = ["CPUExecutionProvider"]
             if device.type == "cuda":
                 if self.runtime != "onnx" or "CUDAExecutionProvider" not in self.ort.get_available_providers():
-                    raise CSRAdapterError(f"--runtime {self.runtime} runs on CPU here (no CUDA execution provider"
-                                          f"{' for int8' if self.runtime == 'onnx-int8' else ''}): use --device cpu "
-                                          "or --runtime torch")
+                    raise CSRAdapterError(f"runtime={self.runtime!r} runs on CPU here (no CUDA execution provider"
+                                          f"{' for int8' if self.runtime == 'onnx-int8' else ''}): use device='cpu' "
+                                          "or runtime='torch'")
                 providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
             opts = self.ort.SessionOptions()
             opts.intra_op_num_threads = torch.get_num_threads()

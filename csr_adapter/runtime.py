@@ -26,7 +26,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA device is available")
+            from .errors import DeviceError
+
+            raise DeviceError("device='cuda' was asked for but no CUDA device is available")
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")

@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..defaults import DEFAULT_RRF_K  # noqa: F401  (re-exported: backends take it from here)
 from ..errors import CSRAdapterError
 from ..sparse import SparseEmbedding
 
@@ -37,8 +38,6 @@ class UnsupportedError(BackendError):
 class InvalidTopKError(CSRAdapterError, ValueError):
     """``top_k`` must be a positive integer."""
 
-
-DEFAULT_RRF_K = 60  # the RRF paper's constant; qdrant-client's own default (2) lets one list's outlier win
 
 # What a backend may declare in ``capabilities`` (the Backend methods every engine has are not listed):
 CAPABILITIES: dict[str, str] = {
@@ -139,7 +138,7 @@ def sorted_unique(emb: SparseEmbedding) -> tuple[list[int], list[float]]:
 def dense_query(query: Any, meta: CollectionMeta, where: str) -> list[float]:
     """A dense query vector checked against the collection's dense dim (:class:`UnsupportedError` if it has none)."""
     if not meta.d:
-        raise UnsupportedError(f"{where}: collection has no dense vector (ingest with --hybrid)")
+        raise UnsupportedError(f"{where}: collection has no dense vector (ingest with hybrid=True)")
     vec = np.asarray(query, dtype=np.float32).ravel()
     if len(vec) != meta.d:
         raise ValueError(f"dense query has dim {len(vec)}, collection stores {meta.d}")
@@ -159,7 +158,7 @@ def check_meta(stored: CollectionMeta, wanted: CollectionMeta | None, where: str
     if diffs:
         raise CollectionMismatchError(
             f"{where} was built with another model or vector config ({'; '.join(diffs)}, stored != requested): "
-            "use another --collection, the same --model/--k/--hybrid/--idf, or --recreate"
+            "use another collection, the same model/k/hybrid/idf, or recreate=True"
         )
     return stored
 

@@ -65,7 +65,7 @@ def open_faiss(
     location = Path(path) / collection if path is not None else default_path(collection)
     if not create and not (location / STORE_FILE).exists():
         raise CollectionNotFoundError(f"{location}: no FAISS collection here (ingest into it first with "
-                                      "--backend faiss, or check --path/--collection)")
+                                      "backend='faiss', or check the path and collection name)")
     return FaissBackend(location, meta=meta, recreate=recreate, threads=threads, index_factory=index_factory)
 
 
@@ -119,12 +119,12 @@ class FaissBackend(BackendBase):
             if meta.d is not None and meta.d != have.d:
                 raise DimensionMismatchError(
                     f"{self.path}: collection holds {have.d}-d vectors, got a {meta.d}-d model "
-                    "(use another collection or recreate=True / --recreate)"
+                    "(use another collection or recreate=True)"
                 )
             if meta.model_id and have.model_id and meta.model_id != have.model_id:
                 raise ModelMismatchError(
                     f"{self.path}: built with model {have.model_id}, not {meta.model_id} "
-                    "(use another collection or recreate=True / --recreate)"
+                    "(use another collection or recreate=True)"
                 )
         return have
 

@@ -118,7 +118,7 @@ def open_milvus(
     check_milvus_name(collection)
     target = uri or url
     if path is not None and (target or client is not None):
-        raise BackendError("--path and --url are exclusive: --path is the embedded store, --url a server")
+        raise BackendError("path and url are exclusive: path is the embedded store, url a server")
     if path is None and not target and client is None:
         target = os.environ.get("MILVUS_URI") or None
     if client is not None or (target and _SERVER.match(str(target))):
@@ -151,10 +151,10 @@ class MilvusBackend(BackendBase):
         self.url = str(self.file) if self.file is not None else uri or "client"
         self.client, self._owns_client, self._lite = client, client is None, None
         if meta is not None and meta.idf:
-            raise UnsupportedError("Milvus has no IDF modifier for sparse vectors: ingest without --idf")
+            raise UnsupportedError("Milvus has no IDF modifier for sparse vectors: ingest without idf=True")
         if self.file is not None and not self.file.exists() and (not create or meta is None):
             raise CollectionNotFoundError(f"{self.file}: no Milvus store here (ingest into it first, "
-                                          "or check --path/--collection)")
+                                          "or check the path and collection name)")
         if client is None:
             self.client = self._connect(pm, token, timeout)
         try:
@@ -231,7 +231,7 @@ class MilvusBackend(BackendBase):
         raw = (described.get("properties") or {}).get(META_PROPERTY)
         if not raw:
             raise BackendError(f"{self._where}: not created by csr-adapter (no {META_PROPERTY!r} property); "
-                               "use another --collection or --recreate")
+                               "use another collection or recreate=True")
         try:
             stored = CollectionMeta.from_dict(json.loads(raw))
         except (ValueError, TypeError) as exc:
@@ -259,7 +259,7 @@ class MilvusBackend(BackendBase):
                 raise ValueError(f"point {p.id!r}: dense vector has dim {len(vec)}, collection stores {self.meta.d}")
             row[DENSE] = vec.tolist()
         elif p.dense is not None:
-            raise UnsupportedError(f"{self._where}: collection has no dense vector (created without --hybrid)")
+            raise UnsupportedError(f"{self._where}: collection has no dense vector (created without hybrid=True)")
         return row
 
     def upsert(self, points: Sequence[Point]) -> None:

@@ -156,7 +156,8 @@ class QdrantBackend(BackendBase):
             vec[SPARSE] = self.transport.sparse(*sorted_unique(p.sparse))
         if p.dense is not None:
             if not self.meta.d:
-                raise BackendError(f"{self.transport.where}: collection has no dense vector (created without --hybrid)")
+                raise BackendError(f"{self.transport.where}: collection has no dense vector "
+                                   "(created without hybrid=True)")
             vec[DENSE] = np.asarray(p.dense, dtype=np.float32).tolist()
         return vec
 

@@ -74,7 +74,7 @@ class EdgeTransport:
         self.min_free = 1e6 * float(min_free_mb if min_free_mb is not None
                                     else os.environ.get("CSR_ADAPTER_MIN_FREE_MB", 128))
         self.where, self.label = str(self.path), f"collection {self.path}"
-        self.missing = f"{self.path}: no collection here (ingest into it first, or check --path/--collection)"
+        self.missing = f"{self.path}: no collection here (ingest into it first, or check the path and collection name)"
         self._shard: Any = None
         self._dense_dim = 0
 
@@ -94,7 +94,7 @@ class EdgeTransport:
     def create(self, meta: CollectionMeta) -> None:
         blocked = _writable(self.path)
         if blocked is not None:
-            raise BackendError(f"{blocked}: storage directory is not writable (read-only?); use --path DIR")
+            raise BackendError(f"{blocked}: storage directory is not writable (read-only?); use path=DIR")
         self._check_space()
         make_private_dir(self.path)
         if self.threads is None:
@@ -131,7 +131,7 @@ class EdgeTransport:
         if stored is None:  # killed between creating the shard and writing its meta
             if self.count() != 0 or wanted is None:
                 raise BackendError(f"{self.path / META_FILE}: missing, the collection's model is unknown "
-                                   "(use --recreate)")
+                                   "(use recreate=True)")
             self._write_meta(wanted)
             stored = wanted
         self._dense_dim = stored.d or 0

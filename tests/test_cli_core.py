@@ -48,3 +48,18 @@ def test_console_script_help_is_fast_and_lists_commands() -> None:
                          check=True).stdout
     for name in ("encode", "info"):
         assert name in out
+
+
+def test_unavailable_device_is_one_line_error(monkeypatch) -> None:
+    import pytest
+    import torch
+
+    from csr_adapter.errors import DeviceError
+    from csr_adapter.runtime import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device='cuda' was asked for") as err:  # the library names the parameter
+        resolve_device("cuda")
+    assert isinstance(err.value, DeviceError)
+    bad = CliRunner().invoke(cli, ["encode", "x", "--device", "cuda"])
+    assert bad.exit_code == 1 and bad.output == "Error: --device cuda was asked for but no CUDA device is available\n"

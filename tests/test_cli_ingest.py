@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from csr_adapter.cli import cli
+from csr_adapter.cli import cli, flag_wording
 
 
 def run(*args: str, input: str | None = None):
@@ -123,3 +123,16 @@ def test_emptied_file_and_pruned_file_leave_every_index(docs, tmp_path):
         hits = json.loads(run("search", query, "--path", store, "--top-k", "5", "--json").output)
         sources = {h["payload"]["source"].rsplit("/", 1)[-1] for h in hits}
         assert sources and not sources & {"doc2.txt", "doc3.txt"}, sources
+
+
+def test_library_errors_name_parameters_the_cli_its_flags(tmp_path):
+    from csr_adapter.integrations.base import CollectionNotFoundError
+    from csr_adapter.integrations.registry import open_backend
+
+    with pytest.raises(CollectionNotFoundError) as err:
+        open_backend("faiss", "c", path=tmp_path, create=False)
+    assert "backend='faiss', or check the path and collection name" in str(err.value)
+    assert "--backend" not in str(err.value) and "--path" not in str(err.value)
+    out = run("search", "q", "--backend", "faiss", "--path", tmp_path, "--collection", "c")
+    assert out.exit_code == 1 and out.output == f"Error: {flag_wording(str(err.value))}\n"
+    assert "with --backend faiss, or check --path/--collection)" in out.output

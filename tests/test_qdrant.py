@@ -143,7 +143,7 @@ def test_meta_mismatch_refused_then_recreate(tmp_path, data):
     be.close()
     for other in (CollectionMeta("model-b", H, K), CollectionMeta("model-a", H, K + 1), HYBRID,
                   CollectionMeta("model-a", H, K, idf=True)):
-        with pytest.raises(CollectionMismatchError, match="--recreate") as err:
+        with pytest.raises(CollectionMismatchError, match="recreate=True") as err:
             open_qdrant("c", path=tmp_path, meta=other)
         assert "\n" not in str(err.value)
     be = open_qdrant("c", path=tmp_path, create=False)  # read-only open takes the stored meta

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
 
-from csr_adapter.integrations.base import Point, SearchHit
+from csr_adapter.integrations.base import Point
 from csr_adapter.server import ServeConfig, create_app
 from csr_adapter.server.testing import serve_in_thread
 
@@ -27,57 +28,28 @@ def enc(encoder):
     return encoder
 
 
-class MemorySparse:
-    """A brute-force sparse backend (the Backend protocol, in memory) for /search tests."""
-
-    name = "memory"
-
-    def __init__(self) -> None:
-        self.points: dict[str, Point] = {}
-
-    def upsert(self, points) -> None:
-        self.points.update({p.id: p for p in points})
-
-    def search(self, query, top_k=10, filter=None):
-        for key, value in (filter or {}).items():
-            if not isinstance(value, (str, int, bool, list)):
-                raise ValueError(f"filter {key!r}: unsupported value")
-        keep = [p for p in self.points.values() if all(
-            p.payload.get(k) in (v if isinstance(v, list) else [v]) for k, v in (filter or {}).items())]
-        hits = [SearchHit(p.id, query.dot(p.sparse), p.payload) for p in keep]
-        return sorted((h for h in hits if h.score > 0), key=lambda h: -h.score)[:top_k]
-
-    def delete(self, ids) -> None:
-        for i in ids:
-            self.points.pop(i, None)
-
-    def count(self) -> int:
-        return len(self.points)
-
-    def info(self) -> dict:
-        return {"engine": self.name, "count": self.count()}
-
-    def close(self) -> None:
-        pass
-
-
 def make_points(enc) -> list[Point]:
-    """DOCS as points with both a sparse code and a dense vector."""
+    """DOCS as points with both a sparse code and a dense vector (ids: UUIDs, the doc id in the payload)."""
     texts = [t for t, _ in DOCS.values()]
     codes, dense = enc.encode_documents(texts), enc.encode_dense(texts)
-    return [Point(i, {"text": t, "topic": topic}, codes[n], dense[n]) for n, (i, (t, topic)) in enumerate(DOCS.items())]
+    return [Point(str(uuid.uuid5(uuid.NAMESPACE_URL, i)), {"text": t, "topic": topic, "doc_id": i}, codes[n], dense[n])
+            for n, (i, (t, topic)) in enumerate(DOCS.items())]
 
 
 @pytest.fixture(scope="module")
-def collection(enc):
+def collection(enc, tmp_path_factory):
+    """DOCS in the embedded engine (Qdrant Edge in a tmp dir) with an in-memory FAISS fallback."""
+    from csr_adapter.integrations.base import CollectionMeta
     from csr_adapter.integrations.faiss import FaissBackend
-    from csr_adapter.integrations.fallback import FallbackSearcher
+    from csr_adapter.integrations.fallback import FallbackSearcher, WithFallback
+    from csr_adapter.integrations.qdrant import open_qdrant
 
-    sparse, dense_index = MemorySparse(), FaissBackend(None)
-    points = make_points(enc)
-    sparse.upsert(points)
-    dense_index.upsert(points)
-    return FallbackSearcher(enc, sparse=sparse, dense=dense_index)
+    sparse = open_qdrant("docs", path=tmp_path_factory.mktemp("edge"), meta=CollectionMeta(enc.model_id, enc.h, enc.k))
+    dense_index = FaissBackend(None)
+    WithFallback(sparse, dense_index).upsert(make_points(enc))  # codes to Edge, vectors to FAISS (as ingest does)
+    yield FallbackSearcher(enc, sparse=sparse, dense=dense_index)
+    sparse.close()
+    dense_index.close()
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +173,7 @@ def test_concurrent_requests_each_get_their_own_results_in_order(client, enc):
 def test_search_uses_the_fallback_policy(client, enc):
     body = client.post("/search", json={"query": "vitamin D and fractures", "top_k": 2}).json()
     assert body["collection"] == "docs" and 1 <= len(body["hits"]) <= 2
-    assert body["hits"][0]["id"] in DOCS and body["hits"][0]["served_by"] in {"sparse", "dense"}
+    assert body["hits"][0]["payload"]["doc_id"] in DOCS and body["hits"][0]["served_by"] in {"sparse", "dense"}
     filtered = client.post("/search", json={"query": "retrieval", "top_k": 4, "filter": {"topic": "ml"}}).json()
     assert filtered["hits"] and all(h["payload"]["topic"] == "ml" for h in filtered["hits"])
     full = client.post("/search", json={"query": "osteoporosis", "top_k": 4, "collection": "docs"}).json()
@@ -216,9 +188,16 @@ def test_search_errors(client):
     assert_json_error(client.post("/search", json={"query": "x", "filter": {"topic": []}}), 422)
 
 
-class Unreachable(MemorySparse):
+class Unreachable:
+    """A sparse backend whose server is down: every search fails to connect."""
+
+    name = "unreachable"
+
     def search(self, query, top_k=10, filter=None):
         raise ConnectionError("connection refused")
+
+    def close(self) -> None:
+        pass
 
 
 def test_search_without_collections_or_backend_is_503(enc):

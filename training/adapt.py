@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..defaults import DEFAULT_K
 from ..head import CSRHead, topk_relu
 from .losses import annealed_k, auxk_loss, dead_mask, infonce_loss, normalized_mse
 
@@ -33,7 +34,7 @@ from .losses import annealed_k, auxk_loss, dead_mask, infonce_loss, normalized_m
 class AdaptConfig:
     """Settings of one corpus adaptation (stored in the adapted model's ``config.json``)."""
 
-    k: int = 8                         # the serving k the head is tuned for (it still serves any k)
+    k: int = DEFAULT_K                 # the serving k the head is tuned for (it still serves any k)
     extra_ks: list[int] = field(default_factory=lambda: [2, 4, 16, 32])  # also trained at these k
     k_init: int = 64                   # annealing start (<= h/4)
     anneal_frac: float = 0.5

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..defaults import EVAL_KS
 from ..sparse import SparseEmbeddings
 from .beir import BeirData
 
@@ -108,7 +109,7 @@ def evaluate_dense(docs: np.ndarray, queries: np.ndarray, data: BeirData) -> dic
 
 
 def evaluate_sparse(encoder, docs: np.ndarray, queries: np.ndarray, data: BeirData,
-                    ks: Sequence[int] = (2, 4, 8, 16, 32), budget: str = "fixed") -> list[dict]:
+                    ks: Sequence[int] = EVAL_KS, budget: str = "fixed") -> list[dict]:
     """One row per k: nDCG@10, Recall@100, the corpus codes' statistics and active dims per doc/query.
 
     ``budget``: ``fixed`` (top-k), ``threshold`` (calibrated θ) or ``corpus`` (a cutoff over the corpus
@@ -127,7 +128,7 @@ def evaluate_sparse(encoder, docs: np.ndarray, queries: np.ndarray, data: BeirDa
     return rows
 
 
-def evaluate_beir(encoder, data: BeirData, ks: Sequence[int] = (2, 4, 8, 16, 32), dense: bool = True,
+def evaluate_beir(encoder, data: BeirData, ks: Sequence[int] = EVAL_KS, dense: bool = True,
                   cache_dir: str | Path | None = None, show_progress_bar: bool = True,
                   budget: str = "fixed") -> list[dict]:
     """Sparse rows for each k (and the dense reference row first) on a loaded BEIR split."""

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..defaults import DEFAULT_K
 from ..encoder import CSREncoder
 from ..errors import CSRAdapterError, TrainConfigError
 from ..head import CSRHead, topk_relu
@@ -39,7 +40,7 @@ log = logging.getLogger("csr_adapter.training")
 class TrainConfig:
     """All training settings (flat, JSON-serialisable; stored in the model card)."""
 
-    k: int = 8
+    k: int = DEFAULT_K
     h: int | None = None               # latents; None = 4 * d
     k_init: int = 64                   # annealing start; <= h/4 so the 4k term fits
     anneal_frac: float = 0.7           # fraction of steps over which k falls to its target

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-KS = (2, 4, 8, 16, 32)
+from ..defaults import EVAL_KS
+
+KS = EVAL_KS
 
 
 def _unit(a: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 
 import click
@@ -20,6 +21,36 @@ COMMANDS = {
     "eval": "train:eval_cmd",
     "serve": "serve:serve",
 }
+
+
+# Library errors name parameters (``model=DIR``, ``recreate=True``); the command line words them as its flags.
+# Whole phrases, applied in order (the more specific first).
+FLAG_WORDING = (
+    ("path and url are exclusive: path is the embedded store, url a server",
+     "--path and --url are exclusive: --path is the embedded store, --url a server"),
+    ("check the path and collection name", "check --path/--collection"),
+    ("the same model/k/hybrid/idf", "the same --model/--k/--hybrid/--idf"),
+    ("a new collection with adapt=True, or recreate=True, adapt=True",
+     "a new --collection with --adapt, or --recreate --adapt"),
+    ("another collection", "another --collection"),
+    ("adapt=False", "--no-adapt"),
+    ("model=DIR", "--model DIR"),
+    ("path=DIR", "--path DIR"),
+    ("recreate=True", "--recreate"),
+    ("hybrid=True", "--hybrid"),
+    ("idf=True", "--idf"),
+)
+
+
+# ``backend='faiss'`` -> ``--backend faiss`` (options that take a word)
+_CHOICE = re.compile(r"\b(backend|budget|device|runtime)='([\w:.-]+)'")
+
+
+def flag_wording(message: str) -> str:
+    """A library error message as the command line says it (its flags instead of Python parameters)."""
+    for param, flag in FLAG_WORDING:
+        message = message.replace(param, flag)
+    return _CHOICE.sub(r"--\1 \2", message)
 
 
 class BadArgument(click.ClickException):
@@ -71,7 +102,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CSRAdapterError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(flag_wording(str(exc))) from None
         except KeyboardInterrupt:
             click.echo("interrupted: partial work is kept; re-run the same command to resume", err=True)
             sys.exit(130)

@@ -8,6 +8,7 @@ import time
 
 import click
 
+from ..defaults import DEFAULT_RRF_K, check_k
 from ..filters import FilterError, parse_filter_args
 from .options import (
     Float,
@@ -198,7 +199,7 @@ def read_queries(file: str) -> list[tuple[str, str]]:
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
               help="Payload equality filter (repeatable): source, file, doc_id, chunk or a metadata key.")
 @click.option("--hybrid", is_flag=True, help="Fuse sparse and dense hits with RRF (needs a --hybrid ingest).")
-@click.option("--rrf-k", type=Int(min=1), default=60, show_default=True,
+@click.option("--rrf-k", type=Int(min=1), default=DEFAULT_RRF_K, show_default=True,
               help="RRF constant: score = sum of 1/(rrf_k + rank), rank from 0.")
 @click.option("--no-fallback", is_flag=True, help="Sparse only, even if the collection has a FAISS fallback.")
 @click.option("--budget", type=click.Choice(["fixed", "threshold"]), default="fixed", show_default=True,
@@ -216,7 +217,6 @@ def search(query: str | None, queries_file: str | None, backend: str, collection
     The collection's own model (adapted at ingest) is used unless --model is given.
     """
     from ..collection import Collection
-    from ..head import check_k
     from ..integrations.base import CollectionMismatchError, require_capability
     from ..runtime import set_threads
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..defaults import check_k
 from .options import Float, Int, device_option, load_encoder, model_option, runtime_option, threads_option
 
 
@@ -113,9 +114,10 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
         raise click.BadParameter(str(exc)) from None
     encoder = load_encoder(model, device, threads, runtime)
     if k is not None:
-        if k > encoder.h:
-            raise click.BadParameter(f"k={k} exceeds the model's h={encoder.h}", param_hint="--k")
-        encoder.config.k = k
+        try:
+            encoder.config.k = check_k(k, encoder.h)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--k") from None
     from ..server.collections import open_collections
 
     searchers = open_collections(encoder, collections, backend=backend, path=store_path, url=url,

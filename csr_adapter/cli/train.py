@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ..defaults import DEFAULT_K, EVAL_KS, check_k
 from .options import INT_LIMIT, Float, Int, device_option, json_option, model_option, runtime_option, threads_option
 
 KINDS = ("auto", "beir", "pairs", "labelled", "raw")
@@ -34,7 +35,7 @@ def _score_rows(rows: list[dict]) -> list[dict]:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output model directory.")
 @click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
               help="Data layout of every DATA (auto-detected by default).")
-@click.option("--k", type=Int(), default=8, show_default=True, help="Target active latents per code.")
+@click.option("--k", type=Int(), default=DEFAULT_K, show_default=True, help="Target active latents per code.")
 @click.option("--h", type=Int(), default=None, help="Latents (default 4 x backbone dim).")
 @click.option("--k-init", type=Int(), default=64, show_default=True, help="k at step 0 (annealed down to --k).")
 @click.option("--anneal-frac", type=Float(), default=0.7, show_default=True,
@@ -133,8 +134,8 @@ def _format_rows(rows: list[dict]) -> list[str]:
 @click.command("eval")
 @click.option("--data", "data", required=True, type=click.Path(file_okay=False), help="BEIR folder.")
 @model_option
-@click.option("--k", "ks", default=None, help="Comma-separated k values [default: 2,4,8,16,32; threshold: "
-              "the calibrated k].")
+@click.option("--k", "ks", default=None,
+              help=f"Comma-separated k values [default: {','.join(map(str, EVAL_KS))}; threshold: the calibrated k].")
 @click.option("--split", default="test", show_default=True, help="qrels split to evaluate.")
 @click.option("--budget", type=click.Choice(["fixed", "threshold", "corpus"]), default="fixed", show_default=True,
               help="fixed: top-k per text; threshold: calibrated θ (pooled models); corpus: N*k postings over "
@@ -175,9 +176,11 @@ def eval_cmd(data: str, model: str | None, ks: str | None, split: str, budget: s
                                            echo=lambda m: click.echo(m, err=True))
     beir = load_beir(data, split=split)
     k_list = eval_ks(enc, budget, requested)
-    bad = [k for k in k_list if k > enc.h]
-    if bad:
-        raise click.BadParameter(f"k={bad[0]} exceeds the model's h={enc.h}", param_hint="--k")
+    for one in k_list:
+        try:
+            check_k(one, enc.h)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--k") from None
     fine_tuned = enc.backbone.identity != "all-MiniLM-L6-v2"
     rows = evaluate_beir(enc, beir, ks=k_list, dense=not no_dense, cache_dir=cache_dir,
                          show_progress_bar=not as_json, budget=budget)

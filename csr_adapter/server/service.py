@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import __version__
+from ..defaults import check_k
 from ..errors import CSRAdapterError
 from ..filters import with_absolute_paths
 from .batching import BatchTimeout, Overloaded, Unavailable
@@ -78,9 +79,10 @@ class Service:
                                 f"a valid embedding; omit dimensions or pass {d}", "Validation")
 
     def check_k(self, k: int | None) -> int | None:
-        if k is not None and k > self.encoder.h:
-            raise ApiError(422, f"k={k} exceeds the model's h={self.encoder.h}")
-        return k
+        try:
+            return None if k is None else check_k(k, self.encoder.h)
+        except (TypeError, ValueError) as exc:
+            raise ApiError(422, str(exc)) from None
 
     async def run(self, job: EncodeJob) -> EncodeResult:
         try:
