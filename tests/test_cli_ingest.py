@@ -136,3 +136,20 @@ def test_library_errors_name_parameters_the_cli_its_flags(tmp_path):
     out = run("search", "q", "--backend", "faiss", "--path", tmp_path, "--collection", "c")
     assert out.exit_code == 1 and out.output == f"Error: {flag_wording(str(err.value))}\n"
     assert "with --backend faiss, or check --path/--collection)" in out.output
+
+
+def test_milvus_through_the_cli_ingest_reingest_and_search(docs, tmp_path):
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    store = tmp_path / "milvus"
+    first = run("ingest", docs, "--backend", "milvus", "--path", store, "--collection", "m", "--json")
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.output)
+    assert (report["written"], report["points"], report["backend"]["engine"]) == (5, 5, "milvus")
+    again = json.loads(run("ingest", docs, "--backend", "milvus", "--path", store, "--collection", "m",
+                           "--json").output)
+    assert (again["written"], again["points"]) == (0, 5)
+    found = run("search", "why do volcanoes erupt lava", "--backend", "milvus", "--path", store,
+                "--collection", "m", "--top-k", "3", "--json")
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.output)[0]["payload"]["doc_id"] == "doc3"
