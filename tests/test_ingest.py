@@ -168,19 +168,30 @@ def _points(be) -> dict[str, tuple]:
     return {p.id: (p.payload, p.sparse) for p in be.retrieve(ids, with_vectors=True)}
 
 
-def test_kill_and_resume_equals_clean_run(encoder, small_scifact, tmp_path):
+def _open(backend: str, path, meta):
+    if backend == "milvus":
+        pytest.importorskip("pymilvus")
+        pytest.importorskip("milvus_lite")
+        from csr_adapter.integrations.milvus import open_milvus
+
+        return open_milvus("c", path=path, meta=meta)
+    return open_qdrant("c", path=path, meta=meta)
+
+
+@pytest.mark.parametrize("backend", ["qdrant", "milvus"])
+def test_kill_and_resume_equals_clean_run(encoder, small_scifact, tmp_path, backend):
     """kill -9 an ingest subprocess mid-way; resuming must end with exactly the clean run's points."""
     folder = tmp_path / "docs"
     folder.mkdir()
     for f in sorted(small_scifact[0].iterdir())[:14]:
         (folder / f.name).write_text(f.read_text())
     corpus = read_corpus(folder)
-    clean = open_qdrant("c", path=tmp_path / "clean", meta=meta_for(encoder))
+    clean = _open(backend, tmp_path / "clean", meta_for(encoder))
     ingest_corpus(encoder, clean, corpus, batch_size=2, progress=False)
     total = clean.count()
 
     cmd = [sys.executable, "-c", "from csr_adapter.cli import main; main()", "ingest", str(folder),
-           "--path", str(tmp_path / "killed"), "--collection", "c", "--batch-size", "2"]
+           "--path", str(tmp_path / "killed"), "--collection", "c", "--batch-size", "2", "--backend", backend]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             env={**os.environ, "HF_HUB_OFFLINE": "1",  # an empty vector cache: really encode
                                  "CSR_ADAPTER_CACHE": str(tmp_path / "cache")})
@@ -199,7 +210,7 @@ def test_kill_and_resume_equals_clean_run(encoder, small_scifact, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    killed = open_qdrant("c", path=tmp_path / "killed", meta=meta_for(encoder))
+    killed = _open(backend, tmp_path / "killed", meta_for(encoder))
     partial = killed.count()
     assert 16 <= partial < total, f"kill landed at {partial}/{total} points"  # groups of 8 * batch_size
     resumed = ingest_corpus(encoder, killed, read_corpus(folder), batch_size=2, progress=False)
