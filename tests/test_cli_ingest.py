@@ -153,3 +153,10 @@ def test_milvus_through_the_cli_ingest_reingest_and_search(docs, tmp_path):
                 "--collection", "m", "--top-k", "3", "--json")
     assert found.exit_code == 0, found.output
     assert json.loads(found.output)[0]["payload"]["doc_id"] == "doc3"
+
+
+def test_faiss_hybrid_search_is_a_one_line_error(docs, tmp_path):
+    assert run("ingest", docs, "--backend", "faiss", "--path", tmp_path, "--collection", "f").exit_code == 0
+    out = run("search", "volcanoes", "--backend", "faiss", "--path", tmp_path, "--collection", "f", "--hybrid")
+    assert out.exit_code != 0 and out.output.startswith("Error: ") and len(out.output.strip().splitlines()) == 1
+    assert "hybrid" in out.output and "Traceback" not in out.output
