@@ -21,8 +21,8 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 
-from csr_adapter.integrations.fallback import FallbackSearcher, with_fallback
-from csr_adapter.integrations.langchain import CSRRetriever, load_encoder
+from csr_adapter import open_collection
+from csr_adapter.integrations.langchain import CSRRetriever
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 PROMPT = ChatPromptTemplate.from_messages([
@@ -64,27 +64,19 @@ def format_docs(docs) -> str:
 
 
 def build_index(store: Path, limit: int | None):
-    """Ingest the example corpus (idempotent) into Qdrant Edge + FAISS fallback; return a retriever."""
-    from csr_adapter.corpus import read_corpus
-    from csr_adapter.ingest import ingest_corpus
-    from csr_adapter.integrations.base import CollectionMeta
-    from csr_adapter.integrations.qdrant import open_qdrant
-
-    enc = load_encoder()
+    """Ingest the example corpus (idempotent) into a collection (Qdrant Edge + FAISS fallback, a head adapted
+    to the corpus); return a LangChain retriever over it and the collection."""
     corpus_dir = CORPUS
-    if limit:  # a smaller demo: link the first N files into a folder of their own
+    if limit:  # a smaller demo: copy the first N files into a folder of their own
         corpus_dir = store / f"corpus-{limit}"
         corpus_dir.mkdir(parents=True, exist_ok=True)
         for f in sorted(CORPUS.glob("*.txt"))[:limit]:
             if not (corpus_dir / f.name).exists():
                 (corpus_dir / f.name).write_bytes(f.read_bytes())
-    meta = CollectionMeta(enc.model_id, enc.h, enc.k)
-    sparse = open_qdrant("rag", path=store / "qdrant", meta=meta)
-    both = with_fallback(sparse, "rag", str(store), meta=meta)
-    report = ingest_corpus(enc, both, read_corpus(corpus_dir), hybrid=True, progress=True)
-    both.dense.flush()
+    col = open_collection("rag", path=store / "store")
+    report = col.ingest(corpus_dir, with_fallback=True, progress=True)
     print(f"index: {report.points} chunks ({report.written} written now) in {store}")
-    return CSRRetriever(searcher=FallbackSearcher(enc, both.sparse, both.dense), k=4), both
+    return CSRRetriever(searcher=col.searcher(), k=4), col
 
 
 def main() -> None:
