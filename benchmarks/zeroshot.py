@@ -29,16 +29,6 @@ HEADS = {"default": "default (as shipped: queries at 64)", "default_sym": "defau
          "adapted_sym": "adapted, queries at k", "adapted": "adapted (as shipped: queries at 64)"}
 
 
-def with_query_k(enc, query_k: int | None):
-    """The same model with queries coded at ``query_k`` (None: at the document k, symmetric)."""
-    from csr_adapter import CSREncoder
-    from csr_adapter.config import CSRConfig
-
-    config = CSRConfig.from_dict(enc.config.to_dict())
-    config.query_k = query_k
-    return CSREncoder(enc.backbone, enc.head, config, device="cpu")
-
-
 def subset(data, n: int, seed: int = 0):
     """All relevant documents of the judged queries plus random others, ``n`` documents in all."""
     from csr_adapter.training.beir import BeirData
@@ -111,8 +101,8 @@ def main() -> None:
                "dense64": dense_ndcg(docs, queries, data, 64),
                "dense_same_bytes": {k: dense_ndcg(docs, queries, data, 2 * k) for k in KS},
                "default": sparse_ndcg(enc, docs, queries, data),
-               "default_sym": sparse_ndcg(with_query_k(enc, None), docs, queries, data),
-               "adapted_sym": sparse_ndcg(with_query_k(adapted, None), docs, queries, data),
+               "default_sym": sparse_ndcg(enc.with_query_k(None), docs, queries, data),
+               "adapted_sym": sparse_ndcg(adapted.with_query_k(None), docs, queries, data),
                "adapted": sparse_ndcg(adapted, docs, queries, data)}
         results["sets"][name] = row
         active.update(np.unique(enc.sparsify(docs, 8, role="document").indices).tolist())

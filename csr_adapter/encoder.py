@@ -285,6 +285,12 @@ class CSREncoder:
         as sentence-transformers' ``similarity``. Codes are L2-normalised, so this is their cosine."""
         return _as_batch(a, "a", self.h).dot(_as_batch(b, "b", self.h))
 
+    def with_query_k(self, query_k: int | None) -> CSREncoder:
+        """The same model (backbone and head shared) with queries coded at ``max(k, query_k)`` latents;
+        ``None``: at the documents' k. Documents, and so the model id, are unchanged."""
+        config = CSRConfig.from_dict({**self.config.to_dict(), "query_k": query_k})
+        return CSREncoder(self.backbone, self.head, config, device=str(self.device))
+
     @torch.inference_mode()
     def decode(self, codes: SparseEmbeddings) -> np.ndarray:
         """Map codes back to the backbone's dense space: ``W^T z + b_pre``, shape ``(n, d)``.

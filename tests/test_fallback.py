@@ -45,12 +45,8 @@ def build(encoder, corpus, root, k: int, drop_dense=()):
 
 @pytest.fixture(scope="module")
 def k2(encoder, corpus, tmp_path_factory):
-    from csr_adapter import CSREncoder
-    from csr_adapter.config import CSRConfig
-
     sparse, dense = build(encoder, corpus, tmp_path_factory.mktemp("k2"), 2)
-    config = CSRConfig.from_dict({**encoder.config.to_dict(), "query_k": None})  # 2-latent queries: some miss
-    yield FallbackSearcher(CSREncoder(encoder.backbone, encoder.head, config, device="cpu"), sparse, dense, k=2)
+    yield FallbackSearcher(encoder.with_query_k(None), sparse, dense, k=2)  # 2-latent queries: some miss
     sparse.close()
     dense.close()
 

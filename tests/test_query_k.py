@@ -10,9 +10,7 @@ from csr_adapter.config import CSRConfig
 
 
 def wide(encoder: CSREncoder, query_k: int | None) -> CSREncoder:
-    config = CSRConfig.from_dict(encoder.config.to_dict())
-    config.query_k = query_k
-    return CSREncoder(encoder.backbone, encoder.head, config, device="cpu")
+    return encoder.with_query_k(query_k)
 
 
 def test_config_validates_and_round_trips_query_k(tmp_path):

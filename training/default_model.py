@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import CSRConfig
+from ..defaults import DEFAULT_K
 from ..encoder import CSREncoder
 from ..head import CSRHead
 from .adapt import AdaptConfig, adapt_head
@@ -42,7 +43,7 @@ SELECTION = ("h and steps chosen on the dev sets ADI, MED, TIME (mean % of dense
 def training_texts(data: Path, caps: dict[str, int | None] = CAPS, seed: int = 0) -> dict[str, list[str]]:
     """``{set: texts}``: each broad set, cut to its cap by a seeded sample (file order kept)."""
     out = {}
-    for name, texts in broad_texts(data, [n for n in caps]).items():
+    for name, texts in broad_texts(data, list(caps)).items():
         cap = caps.get(name)
         if cap is not None and len(texts) > cap:
             keep = np.sort(np.random.default_rng([seed, len(name)]).choice(len(texts), size=cap, replace=False))
@@ -51,14 +52,15 @@ def training_texts(data: Path, caps: dict[str, int | None] = CAPS, seed: int = 0
     return out
 
 
-def train_head(encoder: CSREncoder, texts: dict[str, list[str]], h: int, steps: int, query_k: int = 64,
-               seed: int = 0, progress: bool = True) -> tuple[CSREncoder, dict]:
+def train_head(encoder: CSREncoder, texts: dict[str, list[str]], h: int, steps: int,
+               query_k: int = DEFAULT_SETTINGS["query_k"], seed: int = DEFAULT_SETTINGS["seed"],
+               progress: bool = True) -> tuple[CSREncoder, dict]:
     """Embed ``texts`` (through the on-disk cache) and train a head of width ``h`` from scratch."""
     from ..cache import cached_dense
 
     x = np.concatenate([cached_dense(encoder, t, prefix=encoder.config.document_prefix,
                                      show_progress_bar=progress, desc=name) for name, t in texts.items()])
-    cfg = AdaptConfig(k=8, init="scratch", query_k=query_k, min_steps=steps, max_steps=steps,
+    cfg = AdaptConfig(k=DEFAULT_K, init="scratch", query_k=query_k, min_steps=steps, max_steps=steps,
                       max_samples=len(x), seed=seed)
     head, report = adapt_head(CSRHead(encoder.d, h), x, cfg, progress=progress, device=encoder.device)
     config = CSRConfig.from_dict(encoder.config.to_dict())
@@ -119,7 +121,7 @@ def build(data: Path, out: Path | None, h: int, steps: int, sets: tuple[str, ...
         enc = trained_earlier(head, texts, h, steps)
     else:
         base = CSREncoder.from_pretrained(device="cpu")
-        enc, _ = train_head(base, texts, h, steps, seed=DEFAULT_SETTINGS["seed"], progress=progress)
+        enc, _ = train_head(base, texts, h, steps, progress=progress)
     scores = score_sets(enc, data, sets, KS, progress=progress)
     if out is not None:
         enc.config.training["card"] = card_text(scores)

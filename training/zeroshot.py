@@ -17,17 +17,11 @@ from ..defaults import EVAL_KS
 KS = EVAL_KS
 
 
-def _unit(a: np.ndarray) -> np.ndarray:
-    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-
 def dense_ndcg(docs: np.ndarray, queries: np.ndarray, data, dims: int | None = None) -> float:
     """nDCG@10 of cosine search over the backbone vectors (first ``dims`` numbers when given)."""
-    from .evaluate import rank, retrieval_metrics
+    from .evaluate import evaluate_dense
 
-    d, q = (docs, queries) if dims is None else (docs[:, :dims], queries[:, :dims])
-    run = rank(_unit(q) @ _unit(d).T, list(data.queries), list(data.corpus))
-    return retrieval_metrics(run, data.qrels)["ndcg@10"]
+    return evaluate_dense(docs[:, :dims], queries[:, :dims], data)["ndcg@10"]
 
 
 def sparse_ndcg(encoder, docs: np.ndarray, queries: np.ndarray, data, ks: Sequence[int] = KS) -> dict[int, dict]:
