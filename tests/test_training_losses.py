@@ -140,3 +140,35 @@ def test_infonce_prefers_true_pairs(encoder, scifact_slice) -> None:
     assert true < shuffled
     same = torch.ones(16, 16, dtype=torch.bool)  # ignoring every negative leaves only the positive
     assert float(infonce_loss(zq, zd, 0.1, ignore=same)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sparse_gram_and_prefix_decodes_match_the_dense_definitions(banking) -> None:
+    from csr_adapter.training.adapt import _dense, _Prefixes, _unit_code, distill_loss, sparse_gram
+
+    x, _ = banking
+    x = torch.nn.functional.normalize(x, dim=-1)
+    head = _head(h=512)
+    pre = head.pre_activation(x)
+    tops = _Prefixes(pre, head.W, head.b_pre, [2, 8, 32, 96])
+    for k in (2, 8, 32, 96):
+        z = topk_relu(pre, k)
+        assert torch.allclose(tops.decode(k), head.decode(z), atol=1e-5)
+        code = _unit_code(tops.code(k))
+        zn = torch.nn.functional.normalize(z, dim=-1)
+        assert torch.allclose(sparse_gram(code, code, head.h), zn @ zn.T, atol=1e-5)
+        wide = _unit_code(tops.code(96))  # asymmetric: a wide code against k-codes
+        assert torch.allclose(sparse_gram(wide, code, head.h), _dense(wide, head.h) @ zn.T, atol=1e-5)
+    # the loss the adaptation optimises (sparse path) is the dense reference's, gradients included
+    from csr_adapter.training.adapt import _kl_to, _similarity_target
+
+    eye = torch.eye(len(x), dtype=torch.bool)
+    w = head.W.detach().clone().requires_grad_(True)
+    v, i = torch.nn.functional.linear(x - head.b_pre, w, head.b_lat).topk(8, dim=-1)
+    sparse = _kl_to(_similarity_target(x, 0.05, eye), sparse_gram(_unit_code((v.relu(), i)),
+                                                                    _unit_code((v.relu(), i)), head.h), 0.05, eye)
+    (g_sparse,) = torch.autograd.grad(sparse, w)
+    v, i = torch.nn.functional.linear(x - head.b_pre, w, head.b_lat).topk(8, dim=-1)
+    dense = distill_loss(x, _dense((v.relu(), i), head.h), 0.05)
+    (g_dense,) = torch.autograd.grad(dense, w)
+    assert torch.allclose(sparse, dense, atol=1e-5) and float(dense) > 0
+    assert torch.allclose(g_sparse, g_dense, atol=1e-6, rtol=1e-3)

@@ -128,27 +128,8 @@ def distill_loss(x: torch.Tensor, z: torch.Tensor, temperature: float) -> torch.
     return F.kl_div(logp.masked_fill(eye, 0.0), target, reduction="batchmean")
 
 
-def cross_distill_loss(xq: torch.Tensor, xd: torch.Tensor, zq: torch.Tensor, zd: torch.Tensor,
-                       temperature: float) -> torch.Tensor:
-    """KL between each (pseudo-)query's similarity distribution over the batch's documents, dense vs codes."""
-    def sims(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T / temperature
-
-    return F.kl_div(sims(zq, zd).log_softmax(dim=-1), sims(xq, xd).softmax(dim=-1), reduction="batchmean")
-
-
-def asymmetric_distill_loss(x: torch.Tensor, zq: torch.Tensor, zd: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL between row i's dense similarities ``cos(x_i, x_j)`` and ``cos(zq_i, zd_j)`` over ``j != i``:
-    row i's wide query code against the other rows' document codes, as search scores them."""
-    xn, qn, dn = (F.normalize(t.float(), dim=-1) for t in (x, zq, zd))
-    eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
-    target = (xn @ xn.T / temperature).masked_fill(eye, -math.inf).softmax(dim=-1)
-    logp = (qn @ dn.T / temperature).masked_fill(eye, -math.inf).log_softmax(dim=-1)
-    return F.kl_div(logp.masked_fill(eye, 0.0), target, reduction="batchmean")
-
-
 def _sparse_code(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(values, indices)`` of ``ReLU(TopK_k(pre))``, each ``(B, k)``."""
+    """``(values, indices)`` of ``ReLU(TopK_k(pre))``, each ``(B, k)``, sorted by value."""
     values, indices = pre.topk(k, dim=-1)
     return values.relu(), indices
 
@@ -164,6 +145,64 @@ def _decode(W: torch.Tensor, b_pre: torch.Tensor, code: tuple[torch.Tensor, torc
 def _dense(code: tuple[torch.Tensor, torch.Tensor], h: int) -> torch.Tensor:
     values, indices = code
     return torch.zeros(values.shape[0], h, dtype=values.dtype, device=values.device).scatter(-1, indices, values)
+
+
+def _unit_code(code: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The code scaled to unit L2 norm (zero rows stay zero)."""
+    values, indices = code
+    return values / values.norm(dim=-1, keepdim=True).clamp_min(1e-12), indices
+
+
+def sparse_gram(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor], h: int) -> torch.Tensor:
+    """``(Ba, Bb)`` inner products ``a_i . b_j`` of sparse codes ``(values, indices)`` in O(Ba Bb k_a), not the
+    O(Ba Bb h) of dense codes: row i's k_a latents are looked up in ``b`` laid out latent-major."""
+    values, indices = a
+    b_values, b_indices = b
+    by_latent = torch.zeros(h, b_values.shape[0], dtype=b_values.dtype, device=b_values.device).scatter(
+        0, b_indices.T, b_values.T)  # (h, Bb)
+    looked_up = by_latent.index_select(0, indices.reshape(-1)).view(*indices.shape, -1)  # (Ba, k_a, Bb)
+    return torch.bmm(values.unsqueeze(1), looked_up).squeeze(1)
+
+
+class _Prefixes:
+    """Codes at several k from one sorted top-K of ``pre``: every k-code is a prefix of the top-K code, so one
+    top-k serves every k, and the reconstructions are running sums over segments of the leading latents
+    (decoder rows gathered once per segment: slicing one big gather would zero-fill its whole gradient per k)."""
+
+    def __init__(self, pre: torch.Tensor, W: torch.Tensor, b_pre: torch.Tensor, ks: list[int]) -> None:
+        self.values, self.indices = _sparse_code(pre, max(ks))
+        self.W, self.b_pre = W, b_pre
+        self.decoded: dict[int, torch.Tensor] = {}
+        acc, lo = None, 0
+        for k in sorted({k for k in ks if k <= 64}):
+            idx = self.indices[:, lo:k]
+            rows = W.index_select(0, idx.reshape(-1)).view(*idx.shape, W.shape[1])
+            part = torch.einsum("bk,bkd->bd", self.values[:, lo:k], rows)
+            acc = part if acc is None else acc + part
+            self.decoded[k], lo = acc + b_pre, k
+
+    def code(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.values[:, :k], self.indices[:, :k]
+
+    def decode(self, k: int) -> torch.Tensor:
+        if k not in self.decoded:  # wide codes (> 64): a dense matmul beats gathering (B, k, d) rows
+            self.decoded[k] = _dense(self.code(k), self.W.shape[0]) @ self.W + self.b_pre
+        return self.decoded[k]
+
+
+def _similarity_target(x: torch.Tensor, temperature: float, eye: torch.Tensor) -> torch.Tensor:
+    """Row-wise ``softmax_j(cos(x_i, x_j) / t)`` over ``j != i``: the dense neighbourhoods to distil."""
+    xn = F.normalize(x.float(), dim=-1)
+    return (xn @ xn.T / temperature).masked_fill(eye, -math.inf).softmax(dim=-1)
+
+
+def _kl_to(target: torch.Tensor, sims: torch.Tensor, temperature: float, eye: torch.Tensor | None) -> torch.Tensor:
+    """KL(target || softmax(sims / t)) per row, batch mean; ``eye`` masks self-pairs when given."""
+    logits = sims / temperature
+    if eye is None:
+        return F.kl_div(logits.log_softmax(dim=-1), target, reduction="batchmean")
+    logp = logits.masked_fill(eye, -math.inf).log_softmax(dim=-1)
+    return F.kl_div(logp.masked_fill(eye, 0.0), target, reduction="batchmean")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -215,12 +254,14 @@ def adapt_head(
     Returns the adapted head (on CPU, eval mode) and an :class:`AdaptReport`. ``head`` is not modified.
     Deterministic: the same inputs and settings give the same head (so the same model id).
     """
-    was = torch.are_deterministic_algorithms_enabled()
+    was, was_fill = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)  # gather's backward sums in a fixed order
+    torch.utils.deterministic.fill_uninitialized_memory = False  # every buffer is written before it is read
     try:
         return _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows)
     finally:
         torch.use_deterministic_algorithms(was)
+        torch.utils.deterministic.fill_uninitialized_memory = was_fill
 
 
 def _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows):
@@ -276,46 +317,50 @@ def _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows):
             items[2 * n_pairs:2 * n_pairs + n_q] = qsrc[q_idx]
         xb = data[torch.from_numpy(items)].to(device)
         pre = model.pre_activation(xb)
-        c4 = _sparse_code(pre, min(4 * k, model.h))  # sorted: its first k columns are the k-code
-        ck = (c4[0][:, :k], c4[1][:, :k])
-        x_hat = _decode(model.W, model.b_pre, ck)
+        extra_k = [e for e in extra if e != k]
+        k4 = min(4 * k, model.h)
+        tops = _Prefixes(pre, model.W, model.b_pre, [k, k4, *extra_k])
+        ck = tops.code(k)
+        x_hat = tops.decode(k)
         dead = dead_mask(steps_since, cfg.dead_window).to(device)
-        loss = (normalized_mse(xb, x_hat) + cfg.recon4k_weight * normalized_mse(xb, _decode(model.W, model.b_pre, c4))
+        loss = (normalized_mse(xb, x_hat) + cfg.recon4k_weight * normalized_mse(xb, tops.decode(k4))
                 + cfg.aux_weight * auxk_loss(pre, xb, x_hat, dead, cfg.k_aux, model.W, model.b_pre))
-        z = _dense(ck, model.h)
-        codes, weights = [z], [1.0]
-        for e in extra:
-            if e != k:
-                w = cfg.low_k_weight if e < cfg.k else 1.0
-                ce = _sparse_code(pre, e)
-                loss = loss + w * normalized_mse(xb, _decode(model.W, model.b_pre, ce))
-                codes.append(_dense(ce, model.h))
-                weights.append(w)
+        codes, weights = [_unit_code(ck)], [1.0]
+        for e in extra_k:
+            w = cfg.low_k_weight if e < cfg.k else 1.0
+            loss = loss + w * normalized_mse(xb, tops.decode(e))
+            codes.append(_unit_code(tops.code(e)))
+            weights.append(w)
+        eye = torch.eye(len(xb), dtype=torch.bool, device=device)
         if q_idx is not None and len(q_idx):
             xq = qdata[torch.from_numpy(q_idx)].to(device)
-            pre_q = model.pre_activation(xq)
-            for i, e in enumerate([k] + [e for e in extra if e != k]):
-                cq = _sparse_code(pre_q, e)
-                if i == 0:
-                    loss = loss + normalized_mse(xq, _decode(model.W, model.b_pre, cq))
-                loss = loss + cfg.query_weight * cross_distill_loss(xq, xb, _dense(cq, model.h), codes[i],
-                                                                    cfg.distill_temperature)
+            q_tops = _Prefixes(model.pre_activation(xq), model.W, model.b_pre, [k, *extra_k])
+            loss = loss + normalized_mse(xq, q_tops.decode(k))
+            q_target = (F.normalize(xq, dim=-1) @ F.normalize(xb, dim=-1).T / cfg.distill_temperature).softmax(-1)
+            for e, zk in zip([k, *extra_k], codes):
+                sims = sparse_gram(_unit_code(q_tops.code(e)), zk, model.h)
+                loss = loss + cfg.query_weight * _kl_to(q_target, sims, cfg.distill_temperature, None)
         zq = None
         if cfg.query_code_weight and cfg.query_k:
-            zq = _dense(_sparse_code(pre, min(cfg.query_k, model.h)), model.h)
+            zq = _unit_code(_sparse_code(pre, min(cfg.query_k, model.h)))
+        target = _similarity_target(xb, cfg.distill_temperature, eye) if cfg.distill_weight or zq is not None else None
         for zk, w in zip(codes, weights):
             if zq is not None:
-                loss = loss + w * cfg.query_code_weight * asymmetric_distill_loss(xb, zq, zk, cfg.distill_temperature)
+                loss = loss + w * cfg.query_code_weight * _kl_to(target, sparse_gram(zq, zk, model.h),
+                                                                   cfg.distill_temperature, eye)
             if n_pairs and cfg.contrastive_weight:
-                loss = loss + w * cfg.contrastive_weight * infonce_loss(zk[:n_pairs], zk[n_pairs:2 * n_pairs],
+                zd = _dense(zk, model.h)
+                loss = loss + w * cfg.contrastive_weight * infonce_loss(zd[:n_pairs], zd[n_pairs:2 * n_pairs],
                                                                         cfg.temperature)
             if cfg.distill_weight:
-                loss = loss + w * cfg.distill_weight * distill_loss(xb, zk, cfg.distill_temperature)
+                loss = loss + w * cfg.distill_weight * _kl_to(target, sparse_gram(zk, zk, model.h),
+                                                              cfg.distill_temperature, eye)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
-            fired = (z > 0).any(dim=0).cpu()
+            fired = torch.zeros(model.h, dtype=torch.bool)
+            fired[ck[1][ck[0] > 0].cpu()] = True
             steps_since = torch.where(fired, torch.zeros_like(steps_since), steps_since + 1)
         if step % 25 == 0:
             value = float(loss.detach())
