@@ -21,6 +21,7 @@ from _common import DATA, REPO  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from csr_adapter import CSREncoder  # noqa: E402
+from csr_adapter.head import topk_relu  # noqa: E402
 from csr_adapter.runtime import set_threads  # noqa: E402
 from csr_adapter.training.adapt import AdaptConfig, adapt_head  # noqa: E402
 from csr_adapter.training.beir import load_beir  # noqa: E402
@@ -47,9 +48,7 @@ def ndcg(scores, data):
 
 def codes(head, x, k):
     with torch.no_grad():
-        pre = head.pre_activation(torch.from_numpy(unit(x)))
-        v, i = pre.topk(k, dim=-1)
-        return torch.zeros_like(pre).scatter(-1, i, v.relu()).numpy()
+        return topk_relu(head.pre_activation(torch.from_numpy(unit(x))), k).numpy()
 
 
 for name in sets:

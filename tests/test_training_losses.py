@@ -164,7 +164,7 @@ def test_sparse_gram_and_prefix_decodes_match_the_dense_definitions(banking) -> 
     eye = torch.eye(len(x), dtype=torch.bool)
     w = head.W.detach().clone().requires_grad_(True)
     v, i = torch.nn.functional.linear(x - head.b_pre, w, head.b_lat).topk(8, dim=-1)
-    sparse = _kl_to(_similarity_target(x, 0.05, eye), sparse_gram(_unit_code((v.relu(), i)),
+    sparse = _kl_to(_similarity_target(x, x, 0.05, eye), sparse_gram(_unit_code((v.relu(), i)),
                                                                     _unit_code((v.relu(), i)), head.h), 0.05, eye)
     (g_sparse,) = torch.autograd.grad(sparse, w)
     v, i = torch.nn.functional.linear(x - head.b_pre, w, head.b_lat).topk(8, dim=-1)

@@ -136,14 +136,6 @@ def _sparse_code(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
     return values.relu(), indices
 
 
-def _decode(W: torch.Tensor, b_pre: torch.Tensor, code: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """``W^T z + b_pre`` from a sparse code, in O(B k d) instead of the dense O(B h d)."""
-    values, indices = code
-    if indices.shape[1] > 64:  # wide codes: a dense matmul beats gathering (B, k, d) rows
-        return _dense(code, W.shape[0]) @ W + b_pre
-    return torch.einsum("bk,bkd->bd", values, W[indices]) + b_pre
-
-
 def _dense(code: tuple[torch.Tensor, torch.Tensor], h: int) -> torch.Tensor:
     values, indices = code
     return torch.zeros(values.shape[0], h, dtype=values.dtype, device=values.device).scatter(-1, indices, values)
@@ -192,10 +184,11 @@ class _Prefixes:
         return self.decoded[k]
 
 
-def _similarity_target(x: torch.Tensor, temperature: float, eye: torch.Tensor) -> torch.Tensor:
-    """Row-wise ``softmax_j(cos(x_i, x_j) / t)`` over ``j != i``: the dense neighbourhoods to distil."""
-    xn = F.normalize(x.float(), dim=-1)
-    return (xn @ xn.T / temperature).masked_fill(eye, -math.inf).softmax(dim=-1)
+def _similarity_target(a: torch.Tensor, b: torch.Tensor, temperature: float, eye: torch.Tensor | None) -> torch.Tensor:
+    """Row-wise ``softmax_j(cos(a_i, b_j) / t)`` (over ``j != i`` when ``eye`` is given): the dense
+    neighbourhoods to distil."""
+    sims = F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T / temperature
+    return (sims if eye is None else sims.masked_fill(eye, -math.inf)).softmax(dim=-1)
 
 
 def _kl_to(target: torch.Tensor, sims: torch.Tensor, temperature: float, eye: torch.Tensor | None) -> torch.Tensor:
@@ -338,14 +331,16 @@ def _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows):
             xq = qdata[torch.from_numpy(q_idx)].to(device)
             q_tops = _Prefixes(model.pre_activation(xq), model.W, model.b_pre, [k, *extra_k])
             loss = loss + normalized_mse(xq, q_tops.decode(k))
-            q_target = (F.normalize(xq, dim=-1) @ F.normalize(xb, dim=-1).T / cfg.distill_temperature).softmax(-1)
+            q_target = _similarity_target(xq, xb, cfg.distill_temperature, None)
             for e, zk in zip([k, *extra_k], codes):
                 sims = sparse_gram(_unit_code(q_tops.code(e)), zk, model.h)
                 loss = loss + cfg.query_weight * _kl_to(q_target, sims, cfg.distill_temperature, None)
         zq = None
         if cfg.query_code_weight and cfg.query_k:
             zq = _unit_code(_sparse_code(pre, min(cfg.query_k, model.h)))
-        target = _similarity_target(xb, cfg.distill_temperature, eye) if cfg.distill_weight or zq is not None else None
+        target = None
+        if cfg.distill_weight or zq is not None:
+            target = _similarity_target(xb, xb, cfg.distill_temperature, eye)
         for zk, w in zip(codes, weights):
             if zq is not None:
                 loss = loss + w * cfg.query_code_weight * _kl_to(target, sparse_gram(zq, zk, model.h),
