@@ -93,3 +93,24 @@ def load_collection_model(model_id: str, path: str | os.PathLike | None, collect
                                  f"{model_id} (corrupt?): pass model=DIR or re-ingest with recreate=True")
     return enc
 
+
+
+def copy_model(source: str | os.PathLike, model_id: str, root: str | os.PathLike) -> Path:
+    """Store the model directory ``source`` as ``<root>/<model_id>`` (atomic; kept when already there)."""
+    root = Path(root)
+    target = root / model_id
+    if (target / "config.json").is_file():
+        return target
+    tmp = root / f".{model_id}.tmp-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(source, tmp)
+        if target.exists():
+            shutil.rmtree(target)  # a half-written folder from a killed run
+        tmp.replace(target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CSRAdapterError(f"{root}: cannot store the collection's model ({exc.strerror or exc})") from None
+    return target

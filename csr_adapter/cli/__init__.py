@@ -17,6 +17,7 @@ COMMANDS = {
     "encode": "core:encode",
     "ingest": "ingest:ingest",
     "search": "ingest:search",
+    "export": "export:export",
     "train": "train:train",
     "eval": "train:eval_cmd",
     "serve": "serve:serve",

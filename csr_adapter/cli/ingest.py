@@ -18,6 +18,7 @@ from .options import (
     model_option,
     qdrant_key_options,
     runtime_option,
+    server_client,
     threads_option,
 )
 from .safe import printable
@@ -109,7 +110,7 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
                                              follow_links=follow_links))
     set_threads(threads)
     col = Collection(collection, backend=backend, path=store, url=url, api_key=api_key, model=model, device=device,
-                     runtime=runtime, threads=threads or None,
+                     runtime=runtime, threads=threads or None, client=server_client(url),
                      echo=(lambda m: None) if as_json else (lambda m: click.echo(m, err=True)))
     try:
         report = col.ingest(corpus, k=k, adapt=False if no_adapt else adapt, recreate=recreate, prune=prune,
@@ -226,7 +227,7 @@ def search(query: str | None, queries_file: str | None, backend: str, collection
     batch = read_queries(queries_file) if queries_file is not None else [("1", query)]
     set_threads(threads)
     col = Collection(collection, backend=backend, path=store, url=url, api_key=api_key, model=model, device=device,
-                     runtime=runtime, threads=threads or None)
+                     runtime=runtime, threads=threads or None, client=server_client(url))
     enc = col.encoder  # the collection's own model unless --model (resolved before the engine is opened)
     be = col.open_backend()
     fallback = None

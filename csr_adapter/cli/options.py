@@ -100,3 +100,14 @@ def qdrant_key_options(fn):
     return click.option("--qdrant-api-key", "qdrant_api_key", envvar="QDRANT_API_KEY", default=None,
                         help="Qdrant server API key (env QDRANT_API_KEY); with --backend milvus, the Milvus "
                              "token (else env MILVUS_TOKEN).")(wrapper)
+
+
+def server_client(url: str | None):
+    """The ``QdrantClient`` that a program running the CLI in-process handed over for ``url``, else None.
+
+    ``cli.main(obj={"qdrant_clients": {url: client}})`` (or click's ``CliRunner.invoke(..., obj=...)``) makes
+    ``--url URL`` use that client (e.g. qdrant-client's local mode) instead of connecting to URL."""
+    ctx = click.get_current_context(silent=True)
+    if not url or ctx is None or not isinstance(ctx.find_root().obj, dict):
+        return None
+    return ctx.find_root().obj.get("qdrant_clients", {}).get(url)
