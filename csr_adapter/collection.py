@@ -149,17 +149,21 @@ class Collection:
     def ingest(self, corpus, *, k: int | None = None, adapt: bool | None = None, recreate: bool = False,
                prune: bool = False, hybrid: bool = False, idf: bool = False, with_fallback: bool = False,
                batch_size: int = 32, overlap: int | None = None, budget: str = "fixed", avg_k: int | None = None,
-               k_min: int | None = None, k_max: int | None = None, adapt_config=None, progress: bool = True):
+               k_min: int | None = None, k_max: int | None = None, adapt_config=None, progress: bool = True,
+               layout: str | None = None):
         """Bring the collection in line with ``corpus`` (a path or a :class:`~csr_adapter.corpus.Corpus`).
 
         ``adapt``: ``None`` adapts a new collection when the corpus has at least ``MIN_ADAPT_CHUNKS``
-        chunks, ``True`` always (and rebuilds an existing one), ``False`` never.
+        chunks, ``True`` always (and rebuilds an existing one), ``False`` never. ``layout``: the names points
+        are stored under (:data:`~csr_adapter.integrations.base.LAYOUTS`; ``"langchain"``: what langchain-qdrant
+        reads, server collections only); ``None``: the existing collection's, else ``"csr"``.
         """
         from .corpus import Corpus, read_corpus
 
         if not isinstance(corpus, Corpus):
             corpus = read_corpus(corpus)
         meta = None if recreate else self.meta()
+        layout = self._check_layout(layout or (meta.layout if meta is not None else "csr"))
         if self.kind == "faiss" or (budget != "fixed" and adapt is None):
             adapt = False  # a dense-only collection has no head; budget modes need a pooled-trained model
         if meta is not None and adapt:
@@ -174,7 +178,7 @@ class Collection:
             k = meta.k if k is None and budget == "fixed" else k
             return self._write(enc, corpus, k=k, recreate=False, prune=prune, hybrid=hybrid, idf=idf,
                                with_fallback=with_fallback, batch_size=batch_size, overlap=overlap, budget=budget,
-                               avg_k=avg_k, k_min=k_min, k_max=k_max, progress=progress)
+                               avg_k=avg_k, k_min=k_min, k_max=k_max, progress=progress, layout=layout)
         from .encoder import CSREncoder
 
         base = self.fixed or CSREncoder.from_pretrained(self.model, device=self.device, runtime=self.runtime)
@@ -184,9 +188,19 @@ class Collection:
                                        config=adapt_config, force=bool(adapt), progress=progress)
         report = self._write(enc, corpus, k=k, recreate=recreate, prune=prune, hybrid=hybrid, idf=idf,
                              with_fallback=with_fallback, batch_size=batch_size, overlap=overlap, budget=budget,
-                             avg_k=avg_k, k_min=k_min, k_max=k_max, progress=progress)
+                             avg_k=avg_k, k_min=k_min, k_max=k_max, progress=progress, layout=layout)
         report.adapt = adapted
         return report
+
+    def _check_layout(self, layout: str) -> str:
+        from .integrations.base import LAYOUTS, UnsupportedError
+
+        if layout not in LAYOUTS:
+            raise UnsupportedError(f"unknown layout {layout!r}: one of {', '.join(LAYOUTS)}")
+        if layout != "csr" and (self.kind != "qdrant" or self.embedded):
+            raise UnsupportedError(f"layout={layout!r} is for Qdrant server collections (url=URL): langchain-qdrant "
+                                   "opens a server or qdrant-client's own store, not the embedded Qdrant Edge store")
+        return layout
 
     def _adapt(self, base, corpus, *, k, overlap, batch_size, config, force, progress):
         """Adapt to ``corpus`` and store the model with the collection; ``(encoder, summary)``."""
@@ -204,7 +218,7 @@ class Collection:
         return enc, {**summary, "model_dir": str(where)}
 
     def _write(self, enc, corpus, *, k, recreate, prune, hybrid, idf, with_fallback, batch_size, overlap, budget,
-               avg_k, k_min, k_max, progress, name: str | None = None):
+               avg_k, k_min, k_max, progress, name: str | None = None, layout: str = "csr"):
         from .budget import ingest_k
         from .corpus import Chunker
         from .defaults import check_k
@@ -215,7 +229,7 @@ class Collection:
         k = check_k(enc.k if k is None else k, enc.h)
         chunker = Chunker.for_encoder(enc, overlap)
         k = ingest_k(enc, budget, k, avg_k, k_min, k_max)
-        meta = CollectionMeta(enc.model_id, enc.h, k, d=enc.d if hybrid else None, idf=idf)
+        meta = CollectionMeta(enc.model_id, enc.h, k, d=enc.d if hybrid else None, idf=idf, layout=layout)
         if not recreate and self.kind != "faiss" and self._has_fallback(name):
             with_fallback = True  # every write and delete reaches every index of the collection
         be = self.open_backend(name, meta=meta, recreate=recreate)

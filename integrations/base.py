@@ -186,6 +186,59 @@ class SearchHit:
         return {"id": self.id, "score": self.score, "payload": self.payload, "served_by": self.served_by}
 
 
+@dataclass(frozen=True)
+class Layout:
+    """The names a collection stores its points under: the sparse vector, the chunk text, the document metadata.
+
+    ``csr`` (the default): vector ``csr``, payload ``text`` and ``meta`` beside csr-adapter's own fields.
+    ``langchain``: what langchain-qdrant's ``QdrantVectorStore`` reads with its defaults: vector
+    ``langchain-sparse``, payload ``page_content`` and ``metadata`` (the document's metadata plus ``source``,
+    ``doc_id`` and ``chunk``), csr-adapter's own fields still beside them. Backends store a point in its
+    layout and hand every payload back in the ``csr`` form, so nothing above them depends on the layout.
+    """
+
+    name: str
+    sparse: str
+    text: str
+    meta: str
+
+    def store(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A payload in csr form as this layout stores it."""
+        if self.name == "csr":
+            return payload
+        out = dict(payload)
+        text, meta = out.pop("text", ""), out.pop("meta", None) or {}
+        ours = {key: out[key] for key in LINKED if key in out}
+        return {self.text: text, self.meta: {**ours, **meta}, **out}
+
+    def load(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A stored payload in csr form (``text``, ``meta``); the inverse of :meth:`store`."""
+        if self.name == "csr" or (self.text not in payload and self.meta not in payload):
+            return payload
+        out = dict(payload)
+        text, meta = out.pop(self.text, ""), out.pop(self.meta, None)
+        meta = dict(meta) if isinstance(meta, dict) else {}
+        for key in LINKED:  # the copies store() added (a document's own value, where it differs, stays)
+            if key in meta and key in out and meta[key] == out[key]:
+                del meta[key]
+        return {"text": text, "meta": meta, **out}
+
+    def field(self, key: str) -> str:
+        """A payload key (``text``, ``meta.lang``) as this layout stores it."""
+        if self.name == "csr":
+            return key
+        head, _, rest = key.partition(".")
+        head = {"text": self.text, "meta": self.meta}.get(head, head)
+        return f"{head}.{rest}" if rest else head
+
+
+LINKED = ("source", "doc_id", "chunk")  # csr-adapter fields the langchain layout also puts in ``metadata``
+LAYOUTS: dict[str, Layout] = {
+    "csr": Layout("csr", "csr", "text", "meta"),
+    "langchain": Layout("langchain", "langchain-sparse", "page_content", "metadata"),
+}
+
+
 @dataclass
 class CollectionMeta:
     """What a collection was built with; a mismatch on reuse is refused."""
@@ -195,9 +248,15 @@ class CollectionMeta:
     k: int
     d: int | None = None  # dense dim, when a dense vector is stored
     idf: bool = False  # sparse IDF modifier on
+    layout: str = "csr"  # a key of LAYOUTS (stored only when not the default)
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise BackendError(f"unknown layout {self.layout!r}: one of {', '.join(LAYOUTS)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "h": self.h, "k": self.k, "d": self.d, "idf": self.idf}
+        data = {"model_id": self.model_id, "h": self.h, "k": self.k, "d": self.d, "idf": self.idf}
+        return data if self.layout == "csr" else {**data, "layout": self.layout}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CollectionMeta:

@@ -88,9 +88,12 @@ class CSRSparseEmbeddings(_sparse_base()):
 
     @classmethod
     def from_collection(cls, collection: str = "csr", *, path: str | None = None, url: str | None = None,
-                        api_key: str | None = None, device: str = "auto", **kwargs: Any) -> CSRSparseEmbeddings:
-        """The model a csr-adapter collection was built with (adapted at ingest) and its k."""
-        encoder, k = collection_encoder(collection, path=path, url=url, api_key=api_key, device=device)
+                        api_key: str | None = None, device: str = "auto", client: Any = None,
+                        **kwargs: Any) -> CSRSparseEmbeddings:
+        """The model a csr-adapter collection was built with (adapted at ingest) and its k (``client``: a
+        ``QdrantClient`` to read the collection through instead of ``url``)."""
+        encoder, k = collection_encoder(collection, path=path, url=url, api_key=api_key, device=device,
+                                        client=client)
         kwargs.setdefault("k", k)
         return cls(encoder=encoder, **kwargs)
 

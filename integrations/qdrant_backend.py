@@ -28,10 +28,12 @@ import numpy as np
 
 from csr_adapter.integrations.base import (
     DEFAULT_RRF_K,
+    LAYOUTS,
     BackendBase,
     BackendError,
     CollectionMeta,
     CollectionNotFoundError,
+    Layout,
     Point,
     SearchHit,
     check_meta,
@@ -100,19 +102,19 @@ class Transport(Protocol):
     def location(self) -> dict[str, Any]: ...  # where the collection is, for info()
 
 
-def record_to_point(record: Any, h: int) -> Point:
+def record_to_point(record: Any, h: int, layout: Layout = LAYOUTS["csr"]) -> Point:
     """A retrieved Qdrant record (Edge or client: ``id``, ``payload``, named ``vector``) as a :class:`Point`."""
     vec = record.vector if isinstance(record.vector, dict) else {}
-    sparse = vec.get(SPARSE)
+    sparse = vec.get(layout.sparse)
     code = None if sparse is None else SparseEmbedding(
         np.asarray(sparse.indices, np.int32), np.asarray(sparse.values, np.float32), h)
     dense = np.asarray(vec[DENSE], np.float32) if DENSE in vec else None
-    return Point(str(record.id), dict(record.payload or {}), code, dense)
+    return Point(str(record.id), layout.load(dict(record.payload or {})), code, dense)
 
 
-def to_hits(points: Any, served_by: str, positive: bool) -> list[SearchHit]:
+def to_hits(points: Any, served_by: str, positive: bool, layout: Layout = LAYOUTS["csr"]) -> list[SearchHit]:
     """Scored Qdrant points as :class:`SearchHit` s; ``positive`` drops scores <= 0 (as a server does)."""
-    return [SearchHit(str(p.id), float(p.score), dict(p.payload or {}), served_by)
+    return [SearchHit(str(p.id), float(p.score), layout.load(dict(p.payload or {})), served_by)
             for p in points if p.score > 0 or not positive]
 
 
@@ -148,12 +150,13 @@ class QdrantBackend(BackendBase):
             transport.discard()
             raise
         self.capabilities = sparse_capabilities(self.meta)
+        self.layout = LAYOUTS[self.meta.layout]
 
     # -- writes ------------------------------------------------------------------------------------
     def _vectors(self, p: Point) -> dict[str, Any]:
         vec: dict[str, Any] = {}
         if p.sparse is not None:
-            vec[SPARSE] = self.transport.sparse(*sorted_unique(p.sparse))
+            vec[self.layout.sparse] = self.transport.sparse(*sorted_unique(p.sparse))
         if p.dense is not None:
             if not self.meta.d:
                 raise BackendError(f"{self.transport.where}: collection has no dense vector "
@@ -164,7 +167,8 @@ class QdrantBackend(BackendBase):
     def upsert(self, points: Sequence[Point]) -> None:
         t = self.transport
         for batch in chunked(list(points), t.write_batch):
-            t.upsert(batch, [self._vectors(p) for p in batch])
+            stored = [Point(p.id, self.layout.store(p.payload), p.sparse, p.dense) for p in batch]
+            t.upsert(stored, [self._vectors(p) for p in batch])
 
     def delete(self, ids: Iterable[str]) -> None:
         t = self.transport
@@ -188,18 +192,19 @@ class QdrantBackend(BackendBase):
     def scroll(self, fields: Sequence[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         t = self.transport
         offset = None
-        with_payload = list(fields) if fields is not None else True
+        with_payload = list(dict.fromkeys(self.layout.field(f) for f in fields)) if fields is not None else True
         while True:
             records, offset = t.scroll(offset, t.scroll_page, with_payload)
             for r in records:
-                yield str(r.id), dict(r.payload or {})
+                yield str(r.id), self.layout.load(dict(r.payload or {}))
             if offset is None:
                 return
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Point]:
         """Stored points for ``ids`` (unknown ids skipped)."""
         t = self.transport
-        return [record_to_point(r, self.meta.h) for r in t.retrieve([t.point_id(i) for i in ids], with_vectors)]
+        return [record_to_point(r, self.meta.h, self.layout)
+                for r in t.retrieve([t.point_id(i) for i in ids], with_vectors)]
 
     def _filter(self, filter: dict[str, Any] | None) -> Any:
         """``{key: value | [values]}`` as the transport's filter: every key must match one of its values."""
@@ -207,12 +212,13 @@ class QdrantBackend(BackendBase):
         terms = filter_terms(filter)
         if not terms:
             return None
-        return t.filter(must=[t.filter(should=[t.match(key, v) for v in values]) for key, values in terms])
+        return t.filter(must=[t.filter(should=[t.match(self.layout.field(key), v) for v in values])
+                              for key, values in terms])
 
     def _nearest(self, query: SparseEmbedding | np.ndarray, limit: int, filter: Any,
                  with_payload: bool = True) -> Nearest:
         if isinstance(query, SparseEmbedding):
-            return Nearest(self.transport.sparse(*sorted_unique(query)), SPARSE, limit, filter, MIN_SCORE,
+            return Nearest(self.transport.sparse(*sorted_unique(query)), self.layout.sparse, limit, filter, MIN_SCORE,
                            with_payload)
         return Nearest(dense_query(query, self.meta, self.transport.where), DENSE, limit, filter, None, with_payload)
 
@@ -233,7 +239,7 @@ class QdrantBackend(BackendBase):
         for r in rows:
             sparse = isinstance(r, SparseEmbedding)
             empty = sparse and len(r) == 0
-            out.append([] if empty else to_hits(next(results), "sparse" if sparse else "dense", sparse))
+            out.append([] if empty else to_hits(next(results), "sparse" if sparse else "dense", sparse, self.layout))
         return out
 
     def hybrid_search(
@@ -246,7 +252,7 @@ class QdrantBackend(BackendBase):
         flt, limit = self._filter(filter), prefetch_limit(top_k)
         prefetches = [self._nearest(sparse, limit, flt)] if len(sparse) else []
         prefetches.append(self._nearest(dense, limit, flt))
-        return to_hits(self.transport.fuse(prefetches, int(rrf_k), top_k), "hybrid", True)
+        return to_hits(self.transport.fuse(prefetches, int(rrf_k), top_k), "hybrid", True, self.layout)
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.name, **self.transport.location(), "points": self.count(),

@@ -22,13 +22,14 @@ from typing import Any
 
 from csr_adapter.errors import require
 from csr_adapter.integrations.base import (
+    LAYOUTS,
     BackendError,
     CollectionMeta,
     Point,
     first_line,
     make_private_dir,
 )
-from csr_adapter.integrations.qdrant_backend import DENSE, SPARSE, Nearest, QdrantBackend
+from csr_adapter.integrations.qdrant_backend import DENSE, Nearest, QdrantBackend
 
 META_FILE = "csr-adapter.json"
 EDGE_FILE = "edge_config.json"
@@ -57,7 +58,8 @@ def _config(meta: CollectionMeta, threads: int | None):
     q = _edge()
     sparse = q.EdgeSparseVectorParams(modifier=q.Modifier.Idf if meta.idf else None)
     vectors = {DENSE: q.EdgeVectorParams(size=meta.d, distance=q.Distance.Dot)} if meta.d else None
-    return q.EdgeConfig(vectors=vectors, sparse_vectors={SPARSE: sparse}, max_search_threads=threads)
+    return q.EdgeConfig(vectors=vectors, sparse_vectors={LAYOUTS[meta.layout].sparse: sparse},
+                        max_search_threads=threads)
 
 
 class EdgeTransport:

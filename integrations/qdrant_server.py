@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from csr_adapter.errors import require
-from csr_adapter.integrations.base import BackendError, CollectionMeta, Point, first_line
-from csr_adapter.integrations.qdrant_backend import DENSE, SPARSE, Nearest, QdrantBackend
+from csr_adapter.integrations.base import LAYOUTS, BackendError, CollectionMeta, Point, first_line
+from csr_adapter.integrations.qdrant_backend import DENSE, Nearest, QdrantBackend
 
 META_KEY = "csr_adapter"
 
@@ -72,7 +72,7 @@ class ClientTransport:
 
     def create(self, meta: CollectionMeta) -> None:
         m = _models()
-        sparse = {SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF if meta.idf else None)}
+        sparse = {LAYOUTS[meta.layout].sparse: m.SparseVectorParams(modifier=m.Modifier.IDF if meta.idf else None)}
         dense = {DENSE: m.VectorParams(size=meta.d, distance=m.Distance.DOT)} if meta.d else {}
         self._call(self.client.create_collection, self.collection, vectors_config=dense,
                    sparse_vectors_config=sparse, metadata={META_KEY: meta.to_dict()})

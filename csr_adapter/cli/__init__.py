@@ -36,6 +36,7 @@ FLAG_WORDING = (
     ("another collection", "another --collection"),
     ("adapt=False", "--no-adapt"),
     ("model=DIR", "--model DIR"),
+    ("(url=URL)", "(--url URL)"),
     ("path=DIR", "--path DIR"),
     ("recreate=True", "--recreate"),
     ("hybrid=True", "--hybrid"),
@@ -44,7 +45,7 @@ FLAG_WORDING = (
 
 
 # ``backend='faiss'`` -> ``--backend faiss`` (options that take a word)
-_CHOICE = re.compile(r"\b(backend|budget|device|runtime)='([\w:.-]+)'")
+_CHOICE = re.compile(r"\b(backend|budget|device|runtime|layout)='([\w:.-]+)'")
 
 
 def flag_wording(message: str) -> str:

@@ -83,6 +83,10 @@ def _show(path: str, file: str | None = None) -> str:
 @click.option("--no-adapt", is_flag=True, help="Keep --model (or the shipped default) as it is.")
 @click.option("--adapt-steps", type=Int(min=1), default=None,
               help="Most optimiser steps of the adaptation (bounds its time; default 1500).")
+@click.option("--layout", type=click.Choice(["csr", "langchain"]), default=None,
+              help="Names points are stored under. langchain: payload page_content/metadata and sparse vector "
+                   "'langchain-sparse', what langchain-qdrant's QdrantVectorStore reads (server collections, --url). "
+                   "Default: the collection's, else csr.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @device_option
 @runtime_option
@@ -92,7 +96,7 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
            model: str | None, k: int | None, batch_size: int, recreate: bool, prune: bool, hybrid: bool,
            idf: bool, with_fallback: bool, text_field: str, max_file_mb: float, follow_links: bool,
            overlap: int | None, budget: str, avg_k: int | None, k_min: int | None, k_max: int | None,
-           adapt: bool | None, no_adapt: bool, adapt_steps: int | None,
+           adapt: bool | None, no_adapt: bool, adapt_steps: int | None, layout: str | None,
            no_progress: bool, device: str, runtime: str, threads: int, as_json: bool) -> None:
     """Encode PATH (folder, file, or - for JSONL on stdin) into a collection; re-runs add only what changed.
 
@@ -116,7 +120,8 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
         report = col.ingest(corpus, k=k, adapt=False if no_adapt else adapt, recreate=recreate, prune=prune,
                             hybrid=hybrid, idf=idf, with_fallback=with_fallback, batch_size=batch_size,
                             overlap=overlap, budget=budget, avg_k=avg_k, k_min=k_min, k_max=k_max,
-                            adapt_config=adapt_settings(adapt_steps), progress=not (no_progress or as_json))
+                            adapt_config=adapt_settings(adapt_steps), progress=not (no_progress or as_json),
+                            layout=layout)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--k/--overlap") from None
     report.total_seconds = time.perf_counter() - start
