@@ -163,7 +163,7 @@ class Collection:
         if not isinstance(corpus, Corpus):
             corpus = read_corpus(corpus)
         meta = None if recreate else self.meta()
-        layout = self._check_layout(layout or (meta.layout if meta is not None else "csr"))
+        layout = self.check_layout(layout or (meta.layout if meta is not None else "csr"))
         if self.kind == "faiss" or (budget != "fixed" and adapt is None):
             adapt = False  # a dense-only collection has no head; budget modes need a pooled-trained model
         if meta is not None and adapt:
@@ -192,7 +192,8 @@ class Collection:
         report.adapt = adapted
         return report
 
-    def _check_layout(self, layout: str) -> str:
+    def check_layout(self, layout: str) -> str:
+        """``layout`` if this collection can be stored in it (the langchain layout: server collections only)."""
         from .integrations.base import LAYOUTS, UnsupportedError
 
         if layout not in LAYOUTS:

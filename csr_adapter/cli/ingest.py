@@ -110,12 +110,14 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
     if adapt is not None and no_adapt:
         raise click.UsageError("--adapt and --no-adapt are exclusive")
     start = time.perf_counter()
-    corpus = read_corpus(path, ReaderOptions(text_field=text_field, max_bytes=int(max_file_mb * 1e6),
-                                             follow_links=follow_links))
-    set_threads(threads)
     col = Collection(collection, backend=backend, path=store, url=url, api_key=api_key, model=model, device=device,
                      runtime=runtime, threads=threads or None, client=server_client(url),
                      echo=(lambda m: None) if as_json else (lambda m: click.echo(m, err=True)))
+    if layout is not None:
+        col.check_layout(layout)  # before the corpus is read
+    corpus = read_corpus(path, ReaderOptions(text_field=text_field, max_bytes=int(max_file_mb * 1e6),
+                                             follow_links=follow_links))
+    set_threads(threads)
     try:
         report = col.ingest(corpus, k=k, adapt=False if no_adapt else adapt, recreate=recreate, prune=prune,
                             hybrid=hybrid, idf=idf, with_fallback=with_fallback, batch_size=batch_size,
