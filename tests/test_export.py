@@ -231,3 +231,44 @@ def test_bad_input_is_one_line_and_loses_nothing(source, home, tmp_path, encoder
     assert usage.exit_code == 2 and "give --url URL" in usage.output
     same = run("export", "--from-url", URL, "--url", URL, client=client)
     assert same.exit_code == 2 and "--to-collection" in same.output
+
+
+def test_ten_thousand_points_move_and_answer_the_same_top10(encoder, home, tmp_path):
+    """The issue's size: 10,000 points (k = 8 codes over the 4,096 latents, skewed like real codes; no backbone
+    pass, so the test stays short) exported to the server stand-in; 20 query codes get the same top-10."""
+    import uuid
+
+    from qdrant_client import QdrantClient
+
+    from csr_adapter import open_collection
+    from csr_adapter.export import export_collection
+    from csr_adapter.integrations.base import CollectionMeta, Point
+    from csr_adapter.sparse import SparseEmbedding
+
+    rng = np.random.default_rng(0)
+    weights = 1 / np.arange(1, encoder.h + 1) ** 0.8
+
+    def code() -> SparseEmbedding:
+        idx = np.sort(rng.choice(encoder.h, 8, replace=False, p=weights / weights.sum())).astype(np.int32)
+        val = rng.random(8).astype(np.float32)
+        return SparseEmbedding(idx, val / np.linalg.norm(val), encoder.h)
+
+    source = open_collection("big", path=tmp_path / "store")
+    be = source.open_backend(meta=CollectionMeta(encoder.model_id, encoder.h, 8))  # the shipped model's id
+    be.upsert([Point(str(uuid.uuid5(uuid.NAMESPACE_URL, str(i))), {"text": f"chunk {i}", "source": f"f{i // 3}"},
+                     code()) for i in range(10_000)])
+    be.close()
+    client = QdrantClient(":memory:")
+    report = export_collection(source, open_collection("big", client=client), progress=False)
+    assert (report.written, report.target["points"], report.model_dir) == (10_000, 10_000, None)  # shipped model
+    again = export_collection(source, open_collection("big", client=client), progress=False)
+    assert (again.written, again.unchanged) == (0, 10_000)
+    queries = [code() for _ in range(20)]
+    embedded, server = source.open_backend(), open_collection("big", client=client).open_backend()
+    try:
+        left, right = embedded.search_batch(queries, top_k=10), server.search_batch(queries, top_k=10)
+    finally:
+        embedded.close()
+        server.close()
+    assert all(len(hits) == 10 for hits in left)
+    assert [[h.id for h in hits] for hits in left] == [[h.id for h in hits] for hits in right]
