@@ -19,8 +19,9 @@ URL = "http://qdrant.test:6333"  # a --url that the CLI maps to an in-process cl
 N_DOCS = 24
 
 
-def run(*args, client=None, env: dict | None = None):
-    obj = {"qdrant_clients": {URL: client}} if client is not None else None
+def run(*args, client=None, env: dict | None = None, clients: dict | None = None):
+    clients = {**({URL: client} if client is not None else {}), **(clients or {})}
+    obj = {"qdrant_clients": clients} if clients else None
     return CliRunner().invoke(cli, [str(a) for a in args], obj=obj, env={"QDRANT_URL": None, **(env or {})})
 
 
@@ -190,6 +191,16 @@ def test_cli_export_then_search_by_url_and_back(source, home, tmp_path):
     restored = run("search", query, "--collection", "docs", "--json", "--no-fallback", "--top-k", "10")
     assert [h["id"] for h in json.loads(restored.output)] == [h["id"] for h in hits]
 
+    # server to server, under another name
+    url2, other = "http://qdrant-2.test:6333", QdrantClient(":memory:")
+    moved = run("export", "--from-url", URL, "--url", url2, "--collection", "docs", "--to-collection", "copy",
+                "--json", clients={URL: client, url2: other})
+    assert moved.exit_code == 0, moved.output
+    assert json.loads(moved.output)["written"] == n and other.count("copy").count == n
+    by_url2 = run("search", query, "--url", url2, "--collection", "copy", "--json", "--no-fallback", "--top-k", "10",
+                  clients={url2: other})
+    assert [h["id"] for h in json.loads(by_url2.output)] == [h["id"] for h in hits]
+
 
 def one_line_error(result, *phrases: str) -> None:
     assert result.exit_code == 1, result.output
@@ -226,6 +237,10 @@ def test_bad_input_is_one_line_and_loses_nothing(source, home, tmp_path, encoder
                    "another model or vector config", "k 4 != 8", "--recreate")
     assert open_collection("docs", client=client).count() == 1  # the target's own point is untouched
     assert open_collection("docs", path=store).count() == n  # and the source too
+    recreated = run("export", "--path", store, "--collection", "docs", "--url", URL, "--recreate", "--json",
+                    client=client)
+    assert recreated.exit_code == 0 and json.loads(recreated.output)["extra"] == 0  # --recreate: theirs is gone
+    assert open_collection("docs", client=client).count() == n
 
     usage = run("export", "--path", store)
     assert usage.exit_code == 2 and "give --url URL" in usage.output

@@ -71,6 +71,15 @@ def test_langchain_qdrant_reads_the_collection_as_is(ingested):
     assert "notes.jsonl#n1" in hits[0].payload["source"]  # csr-adapter sees its usual payload (text, meta, ...)
     assert hits[0].payload["meta"] == {"lang": "en", "source": "clinic notes"}
 
+    from csr_adapter.integrations.langchain import CSRRetriever
+
+    retriever = CSRRetriever(searcher=open_collection("docs", client=client).searcher(fallback=False), k=5)
+    try:
+        assert [d.id for d in retriever.invoke(QUERY)] == [h.id for h in hits]
+        assert retriever.invoke(QUERY)[0].page_content == hits[0].payload["text"]
+    finally:
+        retriever.searcher.close()
+
     found = run("search", QUERY, "--url", URL, "--collection", "docs", "--filter", "lang=de", "--json", client=client)
     assert found.exit_code == 0, found.output
     assert [h["payload"]["doc_id"] for h in json.loads(found.output)] == ["n2"]  # meta.lang -> metadata.lang
