@@ -58,7 +58,8 @@ def points(col) -> dict[str, tuple]:
     try:
         ids = [pid for pid, _ in be.scroll([])]
         return {p.id: (p.payload, p.sparse.indices.tolist(), np.asarray(p.sparse.values, np.float32).tolist(),
-                       np.asarray(p.dense, np.float32).tolist()) for p in be.retrieve(ids, with_vectors=True)}
+                       None if p.dense is None else np.asarray(p.dense, np.float32).tolist())
+                for p in be.retrieve(ids, with_vectors=True)}
     finally:
         be.close()
 
@@ -248,19 +249,16 @@ def test_bad_input_is_one_line_and_loses_nothing(source, home, tmp_path, encoder
     assert same.exit_code == 2 and "--to-collection" in same.output
 
 
-def test_ten_thousand_points_move_and_answer_the_same_top10(encoder, home, tmp_path):
-    """The issue's size: 10,000 points (k = 8 codes over the 4,096 latents, skewed like real codes; no backbone
-    pass, so the test stays short) exported to the server stand-in; 20 query codes get the same top-10."""
+def synthetic_source(path, encoder, n: int, seed: int = 0):
+    """An embedded collection of ``n`` points with k = 8 codes over the 4,096 latents, skewed like real codes
+    (no backbone pass: the size tests stay short), recorded as built with the shipped model; and a code maker."""
     import uuid
 
-    from qdrant_client import QdrantClient
-
     from csr_adapter import open_collection
-    from csr_adapter.export import export_collection
     from csr_adapter.integrations.base import CollectionMeta, Point
     from csr_adapter.sparse import SparseEmbedding
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     weights = 1 / np.arange(1, encoder.h + 1) ** 0.8
 
     def code() -> SparseEmbedding:
@@ -268,11 +266,22 @@ def test_ten_thousand_points_move_and_answer_the_same_top10(encoder, home, tmp_p
         val = rng.random(8).astype(np.float32)
         return SparseEmbedding(idx, val / np.linalg.norm(val), encoder.h)
 
-    source = open_collection("big", path=tmp_path / "store")
-    be = source.open_backend(meta=CollectionMeta(encoder.model_id, encoder.h, 8))  # the shipped model's id
+    source = open_collection("big", path=path)
+    be = source.open_backend(meta=CollectionMeta(encoder.model_id, encoder.h, 8))
     be.upsert([Point(str(uuid.uuid5(uuid.NAMESPACE_URL, str(i))), {"text": f"chunk {i}", "source": f"f{i // 3}"},
-                     code()) for i in range(10_000)])
+                     code()) for i in range(n)])
     be.close()
+    return source, code
+
+
+def test_ten_thousand_points_move_and_answer_the_same_top10(encoder, home, tmp_path):
+    """The issue's size: 10,000 points exported to the server stand-in; 20 query codes get the same top-10."""
+    from qdrant_client import QdrantClient
+
+    from csr_adapter import open_collection
+    from csr_adapter.export import export_collection
+
+    source, code = synthetic_source(tmp_path / "store", encoder, 10_000)
     client = QdrantClient(":memory:")
     report = export_collection(source, open_collection("big", client=client), progress=False)
     assert (report.written, report.target["points"], report.model_dir) == (10_000, 10_000, None)  # shipped model
@@ -287,3 +296,54 @@ def test_ten_thousand_points_move_and_answer_the_same_top10(encoder, home, tmp_p
         server.close()
     assert all(len(hits) == 10 for hits in left)
     assert [[h.id for h in hits] for hits in left] == [[h.id for h in hits] for hits in right]
+
+
+def test_kill_9_mid_export_and_rerun_gives_exactly_the_source(encoder, home, tmp_path):
+    """`csr-adapter export` in a subprocess (the server: qdrant-client's on-disk local mode, which survives the
+    process) killed with SIGKILL part-way; the re-run writes only the rest and ends with exactly the source."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from qdrant_client import QdrantClient
+
+    from csr_adapter import open_collection
+    from csr_adapter.export import export_collection
+
+    total = 1000
+    source, _ = synthetic_source(tmp_path / "store", encoder, total)
+    server_dir = tmp_path / "server"
+    script = ("import sys; from qdrant_client import QdrantClient; from csr_adapter.cli import cli; "
+              f"cli.main(sys.argv[1:], obj={{'qdrant_clients': {{{URL!r}: QdrantClient(path={str(server_dir)!r})}}}})")
+    cmd = [sys.executable, "-c", script, "export", "--path", str(tmp_path / "store"), "--collection", "big",
+           "--url", URL, "--batch-size", "20"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=os.environ.copy())
+    seen: list[int] = []
+
+    def watch() -> None:
+        buf = b""
+        while chunk := proc.stderr.read1(256):
+            buf = (buf + chunk)[-400:]
+            seen.extend(int(n) for n in re.findall(rb"\| *(\d+)/\d+ \[", buf))
+    threading.Thread(target=watch, daemon=True).start()
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and not any(n >= 200 for n in seen):
+        time.sleep(0.02)
+    assert proc.poll() is None, "export finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    client = QdrantClient(path=str(server_dir))
+    try:
+        target = open_collection("big", client=client)
+        partial = target.count()
+        assert 200 <= partial < total, f"kill landed at {partial}/{total} points"
+        resumed = export_collection(source, target, progress=False)
+        assert (resumed.written, resumed.unchanged) == (total - partial, partial)
+        assert points(target) == points(source)
+    finally:
+        client.close()
