@@ -9,7 +9,10 @@ One collection holds, per chunk:
 - a JSON payload (text, source, chunk index, content hash, user metadata under ``meta``).
 
 The collection records the :class:`~.base.CollectionMeta` it was built with (model id, h, k, dense
-dim, IDF); opening it with different values raises :class:`~.base.CollectionMismatchError`.
+dim, IDF, layout); opening it with different values raises :class:`~.base.CollectionMismatchError`.
+The ``langchain`` :class:`~.base.Layout` stores the sparse vector as ``langchain-sparse`` and the text and
+metadata as ``page_content``/``metadata`` (what langchain-qdrant reads); payloads, filters and field lists
+are mapped at this boundary, so callers always see the layout above.
 Sparse hits with score <= 0 are dropped on both paths (the server drops them, local mode does not).
 
 :class:`QdrantBackend` holds everything that does not depend on the engine (opening rules, point and
