@@ -347,3 +347,23 @@ def test_kill_9_mid_export_and_rerun_gives_exactly_the_source(encoder, home, tmp
         assert points(target) == points(source)
     finally:
         client.close()
+
+
+def test_a_model_missing_here_is_refused_before_anything_is_written_or_given_with_model(source, home, tmp_path):
+    import shutil
+
+    from qdrant_client import QdrantClient
+
+    store, model_id, n = source
+    bare = tmp_path / "bare"
+    shutil.copytree(store, bare, ignore=shutil.ignore_patterns(".models"))  # the store without its model
+    client = QdrantClient(":memory:")
+    missing = run("export", "--path", bare, "--collection", "docs", "--url", URL, client=client)
+    one_line_error(missing, f"built with model {model_id}, which is not stored locally", "--model DIR")
+    assert not client.get_collections().collections and not (home / "models").exists()
+    given = run("export", "--path", bare, "--collection", "docs", "--url", URL, "--model", store / ".models" / model_id,
+                "--json", client=client)
+    assert given.exit_code == 0, given.output
+    assert json.loads(given.output)["written"] == n and (home / "models" / model_id / "config.json").is_file()
+    wrong = run("export", "--path", bare, "--collection", "docs", "--url", URL, "--model", tmp_path / "nope")
+    assert wrong.exit_code == 2  # not a directory: a usage error
