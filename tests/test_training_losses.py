@@ -172,3 +172,26 @@ def test_sparse_gram_and_prefix_decodes_match_the_dense_definitions(banking) -> 
     (g_dense,) = torch.autograd.grad(dense, w)
     assert torch.allclose(sparse, dense, atol=1e-5) and float(dense) > 0
     assert torch.allclose(g_sparse, g_dense, atol=1e-6, rtol=1e-3)
+
+
+def test_data_init_gives_sampled_rows_a_latent_and_widens_for_large_corpora(banking) -> None:
+    from csr_adapter.training.adapt import AdaptConfig, adapt_head, adapted_h
+
+    x, _ = banking  # 72 real rows
+    given = _head(h=64)
+    assert adapted_h(AdaptConfig(), 64, 72) == 128 and adapted_h(AdaptConfig(), 128, 72) == 128
+    assert adapted_h(AdaptConfig(init="default"), 64, 72) == 64 and adapted_h(AdaptConfig(h=96), 64, 72) == 96
+    frozen = AdaptConfig(lr=0.0, min_steps=1, max_steps=1, extra_ks=[2], k=2)  # lr 0: the init itself
+    head, _ = adapt_head(given, x.numpy(), frozen, progress=False)
+    assert head.h == 128
+    rows = torch.nn.functional.normalize(torch.nn.functional.normalize(x, dim=-1) - given.b_pre, dim=-1)
+    atoms = torch.nn.functional.normalize(head.W[:72].detach(), dim=-1)
+    assert torch.allclose((atoms @ rows.T).max(dim=1).values, torch.ones(72), atol=1e-5)  # each is a corpus row
+    assert len(set((atoms @ rows.T).argmax(dim=1).tolist())) == 72  # ... a different one
+    assert torch.equal(head.W[72:].detach(), given.W.detach().repeat(2, 1)[72:])  # the rest: the given head's
+    # a row that is a latent codes itself first at k = 1
+    z = topk_relu(head.pre_activation(torch.nn.functional.normalize(x, dim=-1)), 1)
+    assert (z.argmax(dim=1) == (atoms @ rows.T).argmax(dim=0)).float().mean() > 0.9
+    kept, _ = adapt_head(given, x.numpy(), AdaptConfig(init="default", lr=0.0, min_steps=1, max_steps=1, k=2,
+                                                       extra_ks=[2]), progress=False)
+    assert torch.equal(kept.W.detach(), given.W.detach())
