@@ -9,9 +9,10 @@ batch of chunk embeddings ``x`` (L2-normalised) with the annealed ``k_t``::
 
 The last term ("similarity distillation") trains the codes' in-batch cosine similarities toward the
 dense ones, so neighbours in the dense space stay neighbours in code space: what retrieval needs, and
-what reconstruction alone does not ask for. The head starts from the given one with its decoder (tied
-encoder) rows replaced by a sample of the corpus's own centred rows (``init="data"``): every sampled document is
-then one latent, a code names the documents it is closest to, and training refines from there. ``k`` anneals from ``k_init`` to ``k`` over the first
+what reconstruction alone does not ask for. The head starts from the given one with its (tied) decoder
+rows replaced by a sample of the corpus's own centred rows (``init="data"``; the head doubles its latents
+when the corpus has more rows than it has latents): every sampled row is one latent, a code names the rows
+it is closest to, and training refines from there. ``k`` anneals from ``k_init`` to ``k`` over the first
 ``anneal_frac`` of steps (CSRv2). The run is bounded by ``max_steps`` and a sample cap, so its time does
 not grow with the corpus beyond ``max_samples`` rows.
 """
