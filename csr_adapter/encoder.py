@@ -337,8 +337,9 @@ class CSREncoder:
                                   progress=progress, device=self.device, queries=queries,
                                   query_rows=None if query_rows is None else np.asarray(query_rows))
         config_out = CSRConfig.from_dict(self.config.to_dict())
+        config_out.h = head.h  # the adapted head may be wider than this one (see AdaptConfig.h)
         config_out.k = cfg.k
-        config_out.query_k = None if cfg.query_k is None else min(cfg.query_k, self.h)
+        config_out.query_k = None if cfg.query_k is None else min(cfg.query_k, head.h)
         config_out.training = {"method": "CSRv2 corpus adaptation", "base_model_id": self.model_id,
                                "base_training": self.config.training, "adapt": cfg.to_dict(),
                                "adapt_report": report.to_dict()}

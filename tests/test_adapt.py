@@ -55,6 +55,25 @@ def test_encoder_adapt_returns_a_savable_fitted_model(encoder, scifact_slice, tm
         encoder.adapt(["only one text"])
 
 
+def test_adapt_widens_the_head_when_the_corpus_has_more_rows_than_latents(encoder, scifact_slice, tmp_path):
+    from csr_adapter import CSREncoder
+    from csr_adapter.training.adapt import AdaptConfig
+
+    texts = list(scifact_slice["docs"].values())[:12]
+    base = encoder.encode_dense(texts)
+    rng = np.random.default_rng(0)  # real vectors, jittered to more rows than the head has latents
+    dense = np.repeat(base, -(-(encoder.h + 100) // len(base)), axis=0)
+    dense = dense + 0.02 * rng.standard_normal(dense.shape).astype(np.float32)
+    adapted = encoder.adapt(dense=dense, config=AdaptConfig(min_steps=3, max_steps=3))
+    assert adapted.h == 2 * encoder.h and adapted.config.training["adapt"]["init"] == "data"
+    reloaded = CSREncoder.from_pretrained(adapted.save_pretrained(tmp_path / "wide"), device="cpu")
+    assert reloaded.h == 2 * encoder.h and reloaded.model_id == adapted.model_id
+    codes = reloaded.encode_documents(texts, k=8)
+    assert codes.dim == 2 * encoder.h and codes.mean_nnz == 8
+    small = encoder.adapt(dense=dense[:50], config=AdaptConfig(min_steps=3, max_steps=3))
+    assert small.h == encoder.h
+
+
 def test_ingest_adapts_and_search_uses_the_collection_model(ingested, corpus, encoder, scifact_slice):
     store, report = ingested
     adapt = report["adapt"]
