@@ -10,7 +10,9 @@ Never crashes on bad input: hidden entries, symlink loops, symlinks out of the f
 ``follow_links``), oversized (``.gz`` by its decompressed size, read streaming), binary (NUL bytes),
 non-UTF-8, malformed JSON/CSV and empty files are skipped and reported with a reason. A JSONL file with
 one malformed line is skipped whole, so its previously ingested documents stay as they were; a record
-with lone surrogates (``"\\ud800"``) is skipped on its own.
+with lone surrogates (``"\\ud800"``) is skipped on its own, and so is a stdin line that is not valid
+UTF-8. A skipped record never deletes what is stored: its document (or, when its id cannot be read, every
+document of its file that is missing from the run) keeps its stored points.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import stat
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -51,6 +53,7 @@ class Skip:
 
     path: str
     reason: str
+    keep: str | None = None  # a document source (or a whole file) whose stored points must stay
 
     def to_dict(self) -> dict[str, str]:
         return {"path": self.path, "reason": self.reason}
@@ -92,7 +95,13 @@ class ReaderOptions:
 
 
 class BadRecord(ValueError):
-    """One record that cannot be stored (lone surrogates): skipped on its own, the file is kept."""
+    """One record that cannot be stored (lone surrogates): skipped on its own, the file is kept.
+
+    ``source``: the document the record would be (its stored points stay), when known."""
+
+    def __init__(self, message: str, source: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
 
 
 def _utf8_ok(text: str) -> bool:
@@ -229,7 +238,7 @@ def _scalar_meta(record: dict, exclude: set[str]) -> dict[str, Any]:
 def _record_doc(record: Any, file: str, where: str, opts: ReaderOptions) -> Document:
     doc = _build_doc(record, file, where, opts)
     if not all(_utf8_ok(f) for f in (doc.text, doc.doc_id, json.dumps(doc.meta, ensure_ascii=False))):
-        raise BadRecord(f"{where}: lone surrogate in the record (not valid Unicode); record skipped")
+        raise BadRecord(f"{where}: lone surrogate in the record (not valid Unicode); record skipped", doc.source)
     return doc
 
 
@@ -242,23 +251,32 @@ def _build_doc(record: Any, file: str, where: str, opts: ReaderOptions) -> Docum
     title = record.get(opts.title_field)
     if isinstance(title, str) and title.strip():
         text = f"{title.strip()}\n{text}"
-    doc_id = next((str(record[f]) for f in opts.id_fields if record.get(f) not in (None, "")), where)
+    doc_id = _doc_id(record, where, opts)
     meta = _scalar_meta(record, {opts.text_field, opts.title_field, *opts.id_fields})
     return Document(f"{file}#{doc_id}", file, text, doc_id, meta)
+
+
+def _doc_id(record: dict, where: str, opts: ReaderOptions) -> str:
+    return next((str(record[f]) for f in opts.id_fields if record.get(f) not in (None, "")), where)
 
 
 def parse(text: str, kind: str, file: str, opts: ReaderOptions, skipped: list[Skip] | None = None) -> list[Document]:
     """Documents in one decoded file; :class:`ValueError` (one line) when the file must be skipped.
 
     With ``skipped``, a :class:`BadRecord` is reported there and parsing goes on; without, it skips the file."""
+    return _good(_parse(text, kind, file, opts), file, skipped)
+
+
+def _good(parsed: list, file: str, skipped: list[Skip] | None) -> list[Document]:
+    """The documents of ``parsed``; each :class:`BadRecord` reported in ``skipped`` (raised without it)."""
     out = []
-    for doc in _parse(text, kind, file, opts):
+    for doc in parsed:
         if not isinstance(doc, BadRecord):
             out.append(doc)
         elif skipped is None:
             raise doc
         else:
-            skipped.append(Skip(file, str(doc)))
+            skipped.append(Skip(file, str(doc), doc.source or file))
     return out
 
 
@@ -277,14 +295,7 @@ def _parse(text: str, kind: str, file: str, opts: ReaderOptions) -> list:
     if kind in HTML_TYPES:
         return [Document(file, file, html_text(text), Path(file).stem)]
     if kind in (".jsonl", ".ndjson"):
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append((f"line {n}", json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"line {n}: not JSON ({exc.msg})") from None
-        return _records(rows, file, opts)
+        return _jsonl(enumerate(text.splitlines(), 1), file, opts)
     if kind == ".json":
         try:
             data = json.loads(text)
@@ -303,6 +314,18 @@ def _parse(text: str, kind: str, file: str, opts: ReaderOptions) -> list:
         except csv.Error as exc:
             raise ValueError(f"bad CSV ({exc})") from None
     return [Document(file, file, text, Path(file).stem)]
+
+
+def _jsonl(lines: Iterable[tuple[int, str]], file: str, opts: ReaderOptions) -> list:
+    """Documents of numbered JSONL lines (see :func:`_records`); a line that is not JSON is a :class:`ValueError`."""
+    rows = []
+    for n, line in lines:
+        if line.strip():
+            try:
+                rows.append((f"line {n}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"line {n}: not JSON ({exc.msg})") from None
+    return _records(rows, file, opts)
 
 
 def _read_capped(path: Path, max_bytes: int) -> bytes:
@@ -349,19 +372,39 @@ def _dedupe(docs: list[Document], skipped: list[Skip]) -> list[Document]:
     return out
 
 
+def _stdin_lines(data: bytes, opts: ReaderOptions, skipped: list[Skip]) -> Iterator[tuple[int, str]]:
+    """Numbered lines of stdin's bytes; a line that is not valid UTF-8 is skipped and reported, and the
+    stored document it names (by its id when the rest of the line reads as JSON; else all of stdin's) kept."""
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            keep = STDIN
+            try:
+                record = json.loads(raw.decode("utf-8", "replace"))
+                if isinstance(record, dict):
+                    keep = f"{STDIN}#{_doc_id(record, f'line {n}', opts)}"
+            except json.JSONDecodeError:
+                pass
+            skipped.append(Skip(STDIN, f"line {n}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                                       f"{exc.start + 1}); line skipped", keep))
+
+
 def read_stdin(opts: ReaderOptions, stream=None) -> Corpus:
-    """JSONL documents from stdin; a malformed line is an error (nothing is written)."""
+    """JSONL documents from stdin. A line that is not valid UTF-8 and a record with lone surrogates are
+    skipped and reported (the rest is ingested); a line that is not JSON is an error (nothing is written)."""
     data = (stream or sys.stdin.buffer).read(opts.max_bytes + 1)
     if len(data) > opts.max_bytes:
         raise CorpusError(f"stdin: over the {opts.max_bytes / 1e6:.0f} MB cap (--max-file-mb)")
     skipped: list[Skip] = []
     try:
-        docs = parse(_decode(data), ".jsonl", STDIN, opts, skipped)
+        docs = _good(_jsonl(_stdin_lines(data, opts, skipped), STDIN, opts), STDIN, skipped)
     except ValueError as exc:
         raise CorpusError(f"stdin: {exc}") from None
     docs = _dedupe(docs, skipped)
     if not docs:
-        raise CorpusError("stdin: no documents (expected one JSON object a line with a 'text' field)")
+        why = f" ({skipped[0].reason}{f'; +{len(skipped) - 1} more' if len(skipped) > 1 else ''})" if skipped else ""
+        raise CorpusError(f"stdin: no documents (expected one JSON object a line with a 'text' field){why}")
     return Corpus(docs, [STDIN], [STDIN], skipped, None)
 
 

@@ -155,9 +155,11 @@ def plan(corpus: Corpus, chunker: Chunker, state: IndexState, prune: bool = Fals
                 todo.append(_Todo(pid, doc, i, len(pieces), piece, content_hash))
         keep = set(ids)
         stale += [pid for pid in stored if pid not in keep]
-    # documents that vanished from a file we read again (a JSONL line removed, ...)
-    current = {d.source for d in corpus.documents} - {s.path for s in empty}
-    reread = set(corpus.files)
+    # documents that vanished from a file we read again (a JSONL line removed, ...), but not those of a
+    # skipped record (its stored version stays), nor any of a file with a record whose id could not be read
+    kept = {s.keep for s in corpus.skipped if s.keep}
+    current = ({d.source for d in corpus.documents} - {s.path for s in empty}) | kept
+    reread = set(corpus.files) - kept
     stale += [pid for src, f in files.items() if f in reread and src not in current for pid in state.points[src]]
     pruned = []
     if prune and corpus.root is not None:

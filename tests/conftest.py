@@ -38,7 +38,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _threads() -> None:
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    from csr_adapter.runtime import available_cores
+
+    torch.set_num_threads(min(2, available_cores()))  # a pinned run (taskset -c 0) gets one thread
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from csr_adapter.integrations.qdrant import check_collection_name
 SURROGATE_LINE = '{"id": "bad", "text": "broken \\ud800 text"}\n'  # JSON escape of a lone surrogate
 
 
-def run(*args, input: str | None = None):
+def run(*args, input: str | bytes | None = None):
     return CliRunner().invoke(cli, [str(a) for a in args], input=input)
 
 
@@ -138,6 +138,45 @@ def test_ingest_skips_hostile_inputs_and_keeps_going(tmp_path):
     followed = run("ingest", docs, "--path", store, "--max-file-mb", "1", "--follow-links", "--json")
     assert followed.exit_code == 0, followed.output
     assert json.loads(followed.output)["points"] == 3
+
+
+def test_stdin_skips_only_the_bad_lines_and_keeps_their_stored_points(tmp_path):
+    """Invalid UTF-8 on one stdin line, or a lone surrogate in one record, skips that line alone (reported);
+    the rest is ingested, and the skipped documents' stored versions stay (stdin otherwise replaces its set)."""
+    pytest.importorskip("qdrant_edge")
+    store = tmp_path / "store"
+
+    def ingest(data: bytes) -> dict:
+        result = CliRunner().invoke(cli, ["ingest", "-", "--path", str(store), "--no-adapt", "--device", "cpu",
+                                          "--json"], input=data)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    def texts() -> dict[str, str]:
+        hits = json.loads(run("search", "text", "--path", store, "--top-k", "10", "--json", "--no-fallback").output)
+        return {h["payload"]["doc_id"]: h["payload"]["text"] for h in hits}
+
+    first = ingest(b'{"id": "a", "text": "alpha text"}\n{"id": "b", "text": "beta text"}\n'
+                   b'{"id": "c", "text": "gamma text"}\n')
+    assert (first["documents"], first["points"], first["skipped"]) == (3, 3, [])
+    second = ingest(b'{"id": "a", "text": "alpha text, edited"}\n{"id": "b", "text": "beta \xff text"}\n'
+                    b'{"id": "c", "text": "gamma \\ud800 text"}\n{"id": "d", "text": "delta text"}\n')
+    assert (second["documents"], second["written"], second["deleted"]) == (2, 2, 1)  # a's old version went
+    assert [s["reason"] for s in second["skipped"]] == [
+        "line 2: not valid UTF-8 (byte 0xff at column 27); line skipped",
+        "line 3: lone surrogate in the record (not valid Unicode); record skipped"]
+    assert texts() == {"a": "alpha text, edited", "b": "beta text", "c": "gamma text", "d": "delta text"}
+    shown = run("ingest", "-", "--path", store, "--no-adapt", "--device", "cpu", "--no-progress",
+                input=b'{"id": "d", "text": "delta text"}\n\xfe not even JSON\n')  # an id it cannot read
+    assert shown.exit_code == 0 and "skipped    1: not valid UTF-8 x1" in shown.output, shown.output
+    assert "<stdin>: line 2: not valid UTF-8 (byte 0xfe at column 1); line skipped" in shown.output
+    assert sorted(texts()) == ["a", "b", "c", "d"]  # nothing of stdin's was deleted
+    clean = ingest(b'{"id": "d", "text": "delta text"}\n')  # a clean run replaces stdin's set, as before
+    assert (clean["deleted"], clean["points"]) == (3, 1)
+    bad_only = run("ingest", "-", "--path", store, "--no-adapt", "--device", "cpu", input=b'{"text": "\xff"}\n')
+    assert bad_only.exit_code == 1 and bad_only.output.strip() == (
+        "Error: stdin: no documents (expected one JSON object a line with a 'text' field) "
+        "(line 1: not valid UTF-8 (byte 0xff at column 11); line skipped)"), bad_only.output
 
 
 def test_printable_strips_terminal_control():
