@@ -319,7 +319,11 @@ class Collection:
 
     def search_batch(self, queries: Sequence[str], top_k: int = 5, filter: dict[str, Any] | None = None,
                      fallback: bool = True):
-        """Top hits per query (one list per query, input order)."""
+        """Top hits per query (one list per query, input order); a filter outside the grammar of
+        :mod:`csr_adapter.filters` is a one-line ``FilterError`` (a ``ValueError``)."""
+        from .filters import check_filter
+
+        filter = check_filter(filter)  # before the model and the engine are opened
         searcher = self.searcher(fallback)
         try:
             return [searcher.search(q, top_k=top_k, filter=filter) for q in queries]

@@ -6,6 +6,10 @@ otherwise look like an engine failure and, with a fallback index, an empty answe
 - a key is dotted parts (``meta.lang``), each part letters, digits, ``_`` or ``-``; at most 256 characters;
 - a value is a string, a 64-bit integer or a boolean, or a non-empty list of at most 1,024 of them.
 
+Every way in checks it: the CLI, ``/search``, and the Python API (``Collection.search``, ``FallbackSearcher``,
+each backend's ``search``, the LangChain and LlamaIndex retrievers), all with the same one-line
+:class:`FilterError` (a ``ValueError``).
+
 A ``source``/``file`` value written relative (as ``search`` shows it) also matches the stored absolute
 path; a ``#`` may sit anywhere in it (a file named ``notes#1.txt``, or ``file.jsonl#id`` for a record).
 """
@@ -50,7 +54,7 @@ def check_key(key: Any) -> str:
 
 def check_value(key: str, value: Any) -> list[str | int | bool]:
     """The candidates of one filter value (a list means any of), else :class:`FilterError`."""
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
     if not values or len(values) > MAX_VALUES:
         raise FilterError(f"filter {key!r}: give one value or a list of 1 to {MAX_VALUES} values")
     for v in values:

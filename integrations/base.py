@@ -20,6 +20,7 @@ import numpy as np
 
 from ..defaults import DEFAULT_RRF_K  # noqa: F401  (re-exported: backends take it from here)
 from ..errors import CSRAdapterError
+from ..filters import check_filter, check_value
 from ..sparse import SparseEmbedding
 
 
@@ -97,14 +98,10 @@ def check_top_k(top_k: int) -> int:
 
 
 def filter_terms(filter: dict[str, Any] | None) -> list[tuple[str, list[Any]]]:
-    """``{key: value | [values]}`` -> ``[(key, values)]``; equality, a list means any of; dotted keys nest."""
-    terms = []
-    for key, value in (filter or {}).items():
-        values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
-        if not key or not values or any(not isinstance(v, (str, int, bool)) for v in values):
-            raise ValueError(f"filter {key!r}: values must be str, int or bool (or a non-empty list)")
-        terms.append((key, values))
-    return terms
+    """``{key: value | [values]}`` -> ``[(key, values)]``; equality, a list means any of; dotted keys nest.
+
+    A filter outside the grammar of :mod:`csr_adapter.filters` is a one-line ``FilterError`` (``ValueError``)."""
+    return [(key, check_value(key, value)) for key, value in (check_filter(filter) or {}).items()]
 
 
 def make_private_dir(path: str | Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from csr_adapter.filters import check_filter, check_value
 from csr_adapter.integrations.base import BackendError, CollectionMismatchError, Point, make_private_dir
 
 STORE_FILE = "store.sqlite"
@@ -45,14 +46,11 @@ def _json_path(key: str) -> str:
 def filter_sql(filter: dict[str, Any] | None) -> tuple[str, list[Any]]:
     """SQL ``WHERE`` clause for a payload filter: ``{key: value}`` equality, a list value = any of;
     dotted keys reach nested fields; a payload array matches if any element does (as in Qdrant)."""
-    if not filter:
+    if not check_filter(filter):  # the grammar every backend shares, so a filter valid here is valid on all
         return "1", []
     clauses, args = [], []
     for key, value in filter.items():
-        values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
-        # the same rule as Qdrant's match filter, so a filter valid here is valid on every backend
-        if not values or any(not isinstance(v, (str, int, bool)) for v in values):
-            raise ValueError(f"filter {key!r}: values must be str, int or bool (or a non-empty list)")
+        values = check_value(key, value)
         path, marks = _json_path(key), ",".join("?" * len(values))
         clauses.append(
             f"(json_extract(payload, ?) IN ({marks}) OR (json_type(payload, ?) = 'array' AND EXISTS "

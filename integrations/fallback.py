@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CSRAdapterError
+from ..filters import check_filter
 from ..sparse import SparseEmbedding
 from .base import (
     DEFAULT_RRF_K,
@@ -39,7 +40,6 @@ from .base import (
     check_top_k,
     require_capability,
 )
-from .faiss import filter_sql
 
 REASONS = ("sparse", "few_hits", "empty_code", "sparse_error", "no_sparse")
 
@@ -105,7 +105,7 @@ class FallbackSearcher:
 
     def answer(self, query: str, top_k: int = 10, filter: dict[str, Any] | None = None) -> Answer:
         """Like :meth:`search`, also saying why (``Answer.reason``)."""
-        top_k = check_top_k(top_k)
+        top_k, filter = check_top_k(top_k), check_filter(filter)  # the caller's errors, before any encoding
         codes, dense = self.encode([query])
         return self.answer_encoded(codes[0], dense[0], top_k, filter)
 
@@ -115,7 +115,7 @@ class FallbackSearcher:
     ) -> Answer:
         """The policy on an already-encoded query (``code`` and/or its backbone vector ``dense``)."""
         top_k = check_top_k(top_k)
-        filter_sql(filter)  # a bad filter is the caller's error on both paths, not a backend failure
+        filter = check_filter(filter)  # a bad filter is the caller's one-line error, not a backend failure
         if self.sparse is None or code is None:
             return Answer(self._dense(dense, top_k, filter), "no_sparse")
         if len(code) == 0 and self.dense is not None:
@@ -175,7 +175,7 @@ class FallbackSearcher:
         self, queries: Sequence[str], top_k: int = 10, filter: dict[str, Any] | None = None
     ) -> list[Answer]:
         """:meth:`answer` for many queries, with one batched encoder pass."""
-        top_k = check_top_k(top_k)
+        top_k, filter = check_top_k(top_k), check_filter(filter)
         codes, dense = self.encode(queries)
         return [self.answer_encoded(c, d, top_k, filter) for c, d in zip(codes, dense)]
 

@@ -26,6 +26,7 @@ from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from langchain_core.vectorstores import VectorStore  # noqa: E402
 from pydantic import ConfigDict  # noqa: E402
 
+from ..filters import check_filter  # noqa: E402
 from ..sparse import SparseEmbedding  # noqa: E402
 from .base import Backend, Point, SearchHit  # noqa: E402
 from .encoders import _ENCODERS, collection_encoder, load_encoder  # noqa: E402, F401
@@ -131,6 +132,10 @@ class CSRRetriever(BaseRetriever):
     k: int = 4
     filter: dict[str, Any] | None = None
     text_key: str = "text"
+
+    def __init__(self, **kwargs: Any) -> None:
+        check_filter(kwargs.get("filter"))  # one line at construction, not pydantic's report at the first query
+        super().__init__(**kwargs)
 
     @classmethod
     def from_backends(
@@ -241,7 +246,7 @@ class CSRVectorStore(VectorStore):
 
     # -- reads -----------------------------------------------------------------------------------
     def _query(self, query: str, k: int, filter: dict[str, Any] | None) -> list[SearchHit]:
-        where = {f"metadata.{key}": v for key, v in filter.items()} if filter else None
+        where = {f"metadata.{key}": v for key, v in check_filter(filter).items()} if filter else None
         dense = np.asarray(self._embedding.embed_query(query), dtype=np.float32)
         code = None
         if self.sparse is not None:

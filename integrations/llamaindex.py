@@ -26,6 +26,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa
 from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilters  # noqa: E402
 from pydantic import PrivateAttr  # noqa: E402
 
+from ..filters import FilterError, check_filter  # noqa: E402
 from ..sparse import SparseEmbeddings  # noqa: E402
 from .base import SearchHit  # noqa: E402
 from .encoders import collection_encoder, load_encoder  # noqa: E402
@@ -125,11 +126,12 @@ class CSREmbedding(BaseEmbedding):
 
 def to_filter(filters: MetadataFilters | dict[str, Any] | None) -> dict[str, Any] | None:
     """csr-adapter's payload filter (``{key: value | [values]}``, all must match) from LlamaIndex
-    ``MetadataFilters`` of ``==`` / ``in`` conditions joined by AND (or a csr-adapter filter as is)."""
+    ``MetadataFilters`` of ``==`` / ``in`` conditions joined by AND (or a csr-adapter filter as is), checked
+    against the grammar of :mod:`csr_adapter.filters` (one-line ``FilterError``, a ``ValueError``)."""
     if filters is None or isinstance(filters, dict):
-        return filters
+        return check_filter(filters)
     if not isinstance(filters, MetadataFilters):
-        raise TypeError(f"filters must be MetadataFilters or a dict, got {type(filters).__name__}")
+        raise FilterError(f"filters must be MetadataFilters or a dict, got {type(filters).__name__}")
     if filters.condition not in (None, FilterCondition.AND) and len(filters.filters) > 1:
         raise ValueError(f"filters: only AND is supported, got {filters.condition.value!r}")
     out: dict[str, Any] = {}
@@ -141,7 +143,7 @@ def to_filter(filters: MetadataFilters | dict[str, Any] | None) -> dict[str, Any
         if f.key in out:
             raise ValueError(f"filters: {f.key!r} appears twice")
         out[f.key] = list(f.value) if f.operator == FilterOperator.IN else f.value
-    return out or None
+    return check_filter(out or None)
 
 
 def hit_to_node(hit: SearchHit, text_key: str = "text") -> NodeWithScore:

@@ -204,5 +204,5 @@ def test_float_filter_is_rejected_like_qdrant_not_served_from_dense() -> None:
     from csr_adapter.integrations.qdrant import filter_terms
 
     for check in (filter_sql, filter_terms):
-        with pytest.raises(ValueError, match="values must be str, int or bool"):
+        with pytest.raises(ValueError, match="values must be strings, integers or booleans"):
             check({"score": 1.5})

@@ -1,0 +1,133 @@
+"""Filters through the Python API (issue 15): ``Collection.search``, ``FallbackSearcher``, the raw backends and
+the LangChain / LlamaIndex retrievers get the CLI's grammar (:mod:`csr_adapter.filters`) and its one-line
+``FilterError`` (a ``ValueError``), never a traceback from an engine nor a silently empty answer.
+
+Real parts: the shipped model, a collection ingested into Qdrant Edge with its FAISS fallback."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("qdrant_edge")
+
+from csr_adapter import open_collection  # noqa: E402
+from csr_adapter.filters import FilterError, check_filter  # noqa: E402
+
+DOCS = {"vitamin.txt": "Vitamin D supplementation lowers the risk of bone fractures in older adults.",
+        "qdrant.txt": "Qdrant stores sparse vectors in an inverted index for fast retrieval."}
+
+# the filters each path must refuse up front, and the start of the message every path gives
+BAD = [
+    ({"a b": "x"}, "filter key 'a b': use letters"),  # the engines take it: a silently empty answer before
+    ({'x"]': 1}, "filter key 'x\"]': use letters"),
+    ({"": 1}, "filter key '': empty"),
+    ({"chunk": 2**70}, "filter 'chunk': integer out of the 64-bit range"),  # an engine overflow before
+    ({"chunk": 1.5}, "filter 'chunk': values must be strings"),
+    ({"source": []}, "filter 'source': give one value"),
+    ({"doc_id": "x\ud800"}, "filter 'doc_id': a value is not valid Unicode"),
+    ({"meta.lang": {"gt": 1}}, "filter 'meta.lang': values must be strings"),
+    ({1: "x"}, "filter key 1: empty or not a string"),
+    ("source=a.txt", "a filter is an object of field: value, not str"),
+]
+IDS = [repr(f)[:24] for f, _ in BAD]
+
+
+@pytest.fixture(scope="module")
+def collection(encoder, tmp_path_factory):
+    root = tmp_path_factory.mktemp("api-filters")
+    for name, text in DOCS.items():
+        (root / "docs").mkdir(exist_ok=True)
+        (root / "docs" / name).write_text(text)
+    col = open_collection("api", path=root / "store", device="cpu", share=encoder, echo=lambda m: None)
+    col.ingest(root / "docs", adapt=False, with_fallback=True, progress=False)
+    yield col, root
+    col.close()
+
+
+@pytest.fixture
+def searcher(collection):
+    """A searcher over the collection (the embedded engine admits one open handle: close it after each test)."""
+    col, _ = collection
+    searcher = col.searcher()
+    yield searcher
+    searcher.close()
+
+
+def one_line_refusal(excinfo: pytest.ExceptionInfo, start: str) -> None:
+    message = str(excinfo.value)
+    assert isinstance(excinfo.value, FilterError) and message.startswith(start), message
+    assert "\n" not in message
+
+
+def test_good_filters_still_answer(collection):
+    col, root = collection
+    source = str((root / "docs" / "vitamin.txt").resolve())
+    for flt in ({"source": source}, {"doc_id": ["vitamin", "nope"]}, {"chunk": 0, "source": source}, {}):
+        hits = col.search("bone fractures", top_k=2, filter=flt)
+        assert hits and hits[0].payload["source"] == source, flt
+    assert col.search("bone fractures", filter={"doc_id": "absent"}) == []
+    assert len(col.search("bone", top_k=2, filter={"doc_id": {"qdrant", "vitamin"}})) == 2  # a set is a list too
+
+
+@pytest.mark.parametrize(("flt", "start"), BAD, ids=IDS)
+def test_collection_and_searcher_refuse_bad_filters_in_one_line(collection, flt, start):
+    col, _ = collection
+    with pytest.raises(FilterError) as excinfo:
+        check_filter(flt)
+    one_line_refusal(excinfo, start)  # the CLI's and the server's message
+    for search in (lambda: col.search("bone fractures", filter=flt),
+                   lambda: col.search_batch(["bone", "qdrant"], filter=flt)):
+        with pytest.raises(ValueError) as excinfo:
+            search()
+        one_line_refusal(excinfo, start)
+    searcher = col.searcher()
+    try:
+        for search in (lambda: searcher.search("bone fractures", filter=flt),
+                       lambda: searcher.answer("bone fractures", filter=flt),
+                       lambda: searcher.search_batch(["bone"], filter=flt)):
+            with pytest.raises(ValueError) as excinfo:
+                search()
+            one_line_refusal(excinfo, start)
+    finally:
+        searcher.close()
+
+
+@pytest.mark.parametrize(("flt", "start"), BAD, ids=IDS)
+def test_raw_backends_refuse_bad_filters_in_one_line(searcher, encoder, flt, start):
+    code = encoder.encode_query(["bone fractures"])[0]
+    dense = encoder.encode_dense(["bone fractures"])[0]
+    for call in (lambda: searcher.sparse.search(code, top_k=2, filter=flt),
+                 lambda: searcher.dense.search(dense, top_k=2, filter=flt)):
+        with pytest.raises(ValueError) as excinfo:
+            call()
+        one_line_refusal(excinfo, start)
+
+
+@pytest.mark.parametrize(("flt", "start"), BAD[:5], ids=IDS[:5])
+def test_langchain_retriever_refuses_bad_filters_in_one_line(searcher, flt, start):
+    lc = pytest.importorskip("csr_adapter.integrations.langchain")
+    with pytest.raises(ValueError) as excinfo:
+        lc.CSRRetriever(searcher=searcher, filter=flt)  # at construction, not at the first query
+    one_line_refusal(excinfo, start)
+    retriever = lc.CSRRetriever(searcher=searcher, k=2)
+    with pytest.raises(ValueError) as excinfo:
+        retriever.invoke("bone fractures", filter=flt)
+    one_line_refusal(excinfo, start)
+    assert retriever.invoke("bone fractures", filter={"doc_id": "vitamin"})[0].metadata["doc_id"] == "vitamin"
+
+
+@pytest.mark.parametrize(("flt", "start"), BAD[:5], ids=IDS[:5])
+def test_llamaindex_retriever_refuses_bad_filters_in_one_line(searcher, flt, start):
+    li = pytest.importorskip("csr_adapter.integrations.llamaindex")
+    from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+
+    with pytest.raises(ValueError) as excinfo:
+        li.CSRRetriever(searcher, filters=flt)
+    one_line_refusal(excinfo, start)
+    [(key, value)] = flt.items()
+    if isinstance(key, str) and isinstance(value, (str, int, float)):  # the same filter as MetadataFilters
+        with pytest.raises(ValueError) as excinfo:
+            li.CSRRetriever(searcher, filters=MetadataFilters(filters=[MetadataFilter(key=key, value=value)]))
+        one_line_refusal(excinfo, start)
+    good = li.CSRRetriever(searcher, similarity_top_k=2, filters={"doc_id": "qdrant"})
+    assert [n.node.metadata["doc_id"] for n in good.retrieve("sparse vectors")] == ["qdrant"]
