@@ -2,16 +2,17 @@
 the LangChain / LlamaIndex retrievers get the CLI's grammar (:mod:`csr_adapter.filters`) and its one-line
 ``FilterError`` (a ``ValueError``), never a traceback from an engine nor a silently empty answer.
 
-Real parts: the shipped model, a collection ingested into Qdrant Edge with its FAISS fallback."""
+Real parts: the shipped model, a collection ingested into Qdrant Edge with its FAISS fallback, and milvus-lite
+for the keys Milvus JSON paths take (skipped when the milvus extra is not installed)."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-pytest.importorskip("qdrant_edge")
-
-from csr_adapter import open_collection  # noqa: E402
-from csr_adapter.filters import FilterError, check_filter  # noqa: E402
+from csr_adapter import open_collection
+from csr_adapter.filters import FilterError, check_filter
 
 DOCS = {"vitamin.txt": "Vitamin D supplementation lowers the risk of bone fractures in older adults.",
         "qdrant.txt": "Qdrant stores sparse vectors in an inverted index for fast retrieval."}
@@ -34,6 +35,7 @@ IDS = [repr(f)[:24] for f, _ in BAD]
 
 @pytest.fixture(scope="module")
 def collection(encoder, tmp_path_factory):
+    pytest.importorskip("qdrant_edge")
     root = tmp_path_factory.mktemp("api-filters")
     for name, text in DOCS.items():
         (root / "docs").mkdir(exist_ok=True)
@@ -131,3 +133,71 @@ def test_llamaindex_retriever_refuses_bad_filters_in_one_line(searcher, flt, sta
         one_line_refusal(excinfo, start)
     good = li.CSRRetriever(searcher, similarity_top_k=2, filters={"doc_id": "qdrant"})
     assert [n.node.metadata["doc_id"] for n in good.retrieve("sparse vectors")] == ["qdrant"]
+
+
+# -- Milvus (milvus-lite): JSON-path keys --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def milvus(tmp_path_factory):
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    from csr_adapter.integrations.base import CollectionMeta
+    from csr_adapter.integrations.milvus import open_milvus
+
+    backend = open_milvus("keys", path=tmp_path_factory.mktemp("milvus"), meta=CollectionMeta("m", 16, 2))
+    yield backend
+    backend.close()
+
+
+def _code():
+    import numpy as np
+
+    from csr_adapter.sparse import SparseEmbedding
+
+    return SparseEmbedding(np.array([1, 3], dtype=np.int32), np.array([0.6, 0.8], dtype=np.float32), 16)
+
+
+def _nested(key: str, value: str) -> dict:
+    payload: dict = {"text": "t"}
+    node = payload
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return payload
+
+
+def _milvus_matches(milvus, key: str) -> None:
+    """A point whose payload holds ``key`` is found by a filter on it, and not by another value."""
+    import uuid
+
+    from csr_adapter.integrations.base import Point
+
+    pid = str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+    milvus.upsert([Point(pid, _nested(key, "yes"), sparse=_code())])
+    assert [h.id for h in milvus.search(_code(), top_k=5, filter={key: ["yes"], "text": "t"})] == [pid], key
+    assert milvus.search(_code(), top_k=5, filter={key: "no"}) == [], key
+    milvus.delete([pid])
+
+
+@pytest.mark.parametrize("key", ["a-b", "meta.lang-code", "文档.章节", "é_1", "1", "x²", "٣", "-", "_", "a.b.c"])
+def test_milvus_takes_every_key_the_grammar_allows(milvus, key):
+    _milvus_matches(milvus, key)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(key=st.lists(st.text(st.characters(categories=["L", "N"]) | st.sampled_from("_-"), min_size=1, max_size=8),
+                    min_size=1, max_size=3).map(".".join))
+def test_milvus_takes_any_key_the_grammar_allows(milvus, key):
+    """The grammar is no wider than Milvus's JSON paths (as test_fuzz checks for Qdrant Edge)."""
+    check_filter({key: "yes"})
+    _milvus_matches(milvus, key)
+
+
+@pytest.mark.parametrize("key", ['x"]', "x'", "a b", "x[0]", "a\\b", "$meta", "x\ny", "a..b", ".a", "a)", "é\ud800"])
+def test_milvus_refuses_keys_outside_the_grammar_in_one_line(milvus, key):
+    from csr_adapter.integrations.milvus import filter_expr
+
+    for call in (lambda: filter_expr({key: "v"}), lambda: milvus.search(_code(), top_k=2, filter={key: "v"})):
+        with pytest.raises(FilterError) as excinfo:
+            call()
+        one_line_refusal(excinfo, "filter key")
