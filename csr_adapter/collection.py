@@ -320,7 +320,8 @@ class Collection:
     def search_batch(self, queries: Sequence[str], top_k: int = 5, filter: dict[str, Any] | None = None,
                      fallback: bool = True):
         """Top hits per query (one list per query, input order); a filter outside the grammar of
-        :mod:`csr_adapter.filters` is a one-line ``FilterError`` (a ``ValueError``)."""
+        :mod:`csr_adapter.filters` is a one-line ``FilterError`` (a ``ValueError``); a relative ``source``/``file``
+        value also matches its absolute path under the working directory, as the CLI's ``--filter``."""
         from .filters import check_filter
 
         filter = check_filter(filter)  # before the model and the engine are opened

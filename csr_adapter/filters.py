@@ -10,8 +10,12 @@ Every way in checks it: the CLI, ``/search``, and the Python API (``Collection.s
 each backend's ``search``, the LangChain and LlamaIndex retrievers), all with the same one-line
 :class:`FilterError` (a ``ValueError``).
 
-A ``source``/``file`` value written relative (as ``search`` shows it) also matches the stored absolute
-path; a ``#`` may sit anywhere in it (a file named ``notes#1.txt``, or ``file.jsonl#id`` for a record).
+A ``source``/``file`` value written relative also matches the stored absolute path (ingest stores resolved
+absolute paths): relative to the working directory for the CLI's ``--filter`` and for text searches through
+the Python API (``Collection.search``, ``FallbackSearcher.search``/``answer``/``search_batch`` and the
+retrievers built on them, see :func:`resolve_filter`), relative to ``source_root`` for ``/search``; a ``#``
+may sit anywhere in it (a file named ``notes#1.txt``, or ``file.jsonl#id`` for a record). The raw backends
+and ``FallbackSearcher.answer_encoded`` take values as given.
 """
 
 from __future__ import annotations
@@ -110,11 +114,17 @@ def with_absolute_paths(flt: dict[str, Any] | None, root: str | None = None) -> 
     for key in PATH_KEYS:
         if key not in out:
             continue
-        values = list(out[key]) if isinstance(out[key], (list, tuple)) else [out[key]]
+        values = list(out[key]) if isinstance(out[key], (list, tuple, set, frozenset)) else [out[key]]
         extra = [p for v in values if isinstance(v, str) for p in path_candidates(v, root)]
         if extra:
             out[key] = list(dict.fromkeys([*values, *extra]))
     return out
+
+
+def resolve_filter(flt: Mapping[str, Any] | None, root: str | None = None) -> dict[str, Any] | None:
+    """:func:`check_filter`, then :func:`with_absolute_paths`: the Python API's filter, relative ``source``/``file``
+    values resolved against ``root`` (default the working directory) as the CLI's ``--filter`` resolves them."""
+    return with_absolute_paths(check_filter(flt), root)
 
 
 def parse_filter_args(items: Iterable[str]) -> dict[str, list]:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CSRAdapterError
-from ..filters import check_filter
+from ..filters import check_filter, resolve_filter
 from ..sparse import SparseEmbedding
 from .base import (
     DEFAULT_RRF_K,
@@ -104,8 +104,9 @@ class FallbackSearcher:
         return self.answer(query, top_k, filter).hits
 
     def answer(self, query: str, top_k: int = 10, filter: dict[str, Any] | None = None) -> Answer:
-        """Like :meth:`search`, also saying why (``Answer.reason``)."""
-        top_k, filter = check_top_k(top_k), check_filter(filter)  # the caller's errors, before any encoding
+        """Like :meth:`search`, also saying why (``Answer.reason``). A relative ``source``/``file`` filter value
+        also matches its absolute path under the working directory, as the CLI's ``--filter`` does."""
+        top_k, filter = check_top_k(top_k), resolve_filter(filter)  # the caller's errors, before any encoding
         codes, dense = self.encode([query])
         return self.answer_encoded(codes[0], dense[0], top_k, filter)
 
@@ -113,7 +114,8 @@ class FallbackSearcher:
         self, code: SparseEmbedding | None, dense: np.ndarray | None, top_k: int = 10,
         filter: dict[str, Any] | None = None,
     ) -> Answer:
-        """The policy on an already-encoded query (``code`` and/or its backbone vector ``dense``)."""
+        """The policy on an already-encoded query (``code`` and/or its backbone vector ``dense``); ``filter``
+        values are taken as given (:func:`~csr_adapter.filters.resolve_filter` resolves relative paths)."""
         top_k = check_top_k(top_k)
         filter = check_filter(filter)  # a bad filter is the caller's one-line error, not a backend failure
         if self.sparse is None or code is None:
@@ -175,7 +177,7 @@ class FallbackSearcher:
         self, queries: Sequence[str], top_k: int = 10, filter: dict[str, Any] | None = None
     ) -> list[Answer]:
         """:meth:`answer` for many queries, with one batched encoder pass."""
-        top_k, filter = check_top_k(top_k), check_filter(filter)
+        top_k, filter = check_top_k(top_k), resolve_filter(filter)
         codes, dense = self.encode(queries)
         return [self.answer_encoded(c, d, top_k, filter) for c, d in zip(codes, dense)]
 

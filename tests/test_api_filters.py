@@ -15,7 +15,8 @@ from csr_adapter import open_collection
 from csr_adapter.filters import FilterError, check_filter
 
 DOCS = {"vitamin.txt": "Vitamin D supplementation lowers the risk of bone fractures in older adults.",
-        "qdrant.txt": "Qdrant stores sparse vectors in an inverted index for fast retrieval."}
+        "qdrant.txt": "Qdrant stores sparse vectors in an inverted index for fast retrieval.",
+        "notes#1.txt": "Honey bees communicate the direction of flowers with a waggle dance."}
 
 # the filters each path must refuse up front, and the start of the message every path gives
 BAD = [
@@ -69,6 +70,52 @@ def test_good_filters_still_answer(collection):
         assert hits and hits[0].payload["source"] == source, flt
     assert col.search("bone fractures", filter={"doc_id": "absent"}) == []
     assert len(col.search("bone", top_k=2, filter={"doc_id": {"qdrant", "vitamin"}})) == 2  # a set is a list too
+
+
+def test_relative_source_filters_match_as_the_cli_resolves_them(collection, monkeypatch):
+    """A ``source``/``file`` value relative to the working directory (``#`` in a file name included) finds the
+    stored absolute path through every Python entry point that takes a text query, as ``--filter`` does."""
+    import json
+
+    from click.testing import CliRunner
+
+    from csr_adapter.cli import cli
+
+    col, root = collection
+    monkeypatch.chdir(root)
+    rel, query = "docs/notes#1.txt", "how do bees find flowers?"
+    stored = str((root / "docs" / "notes#1.txt").resolve())
+    cli_run = CliRunner().invoke(cli, ["search", query, "--path", str(root / "store"), "--collection", "api",
+                                       "--filter", f"source={rel}", "--json", "--device", "cpu"])
+    assert cli_run.exit_code == 0, cli_run.output
+    expected = [h["id"] for h in json.loads(cli_run.output)]
+    assert expected and all(h["payload"]["source"] == stored for h in json.loads(cli_run.output))
+
+    def ids(hits) -> list[str]:
+        assert all(h.payload["source"] == stored for h in hits)
+        return [h.id for h in hits]
+
+    for flt in ({"source": rel}, {"source": [rel, "docs/absent.txt"]}, {"source": {rel}}, {"file": rel},
+                {"source": f"./docs/../{rel}"}):
+        assert ids(col.search(query, filter=flt)) == expected, flt
+        assert [ids(hits) for hits in col.search_batch([query, "bees"], filter=flt)][0] == expected, flt
+    assert col.search(query, filter={"source": "notes#1.txt"}) == []  # relative to the working directory only
+    searcher = col.searcher()
+    try:
+        assert ids(searcher.search(query, filter={"source": rel})) == expected
+        assert ids(searcher.answer(query, filter={"source": rel}).hits) == expected
+        assert ids(searcher.search_batch([query], filter={"source": rel})[0].hits) == expected
+        lc = pytest.importorskip("csr_adapter.integrations.langchain")
+        docs = lc.CSRRetriever(searcher=searcher, filter={"source": rel}).invoke(query)
+        assert [d.id for d in docs] == expected
+        assert [d.id for d in lc.CSRRetriever(searcher=searcher).invoke(query, filter={"file": rel})] == expected
+        li = pytest.importorskip("csr_adapter.integrations.llamaindex")
+        from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+
+        flt = MetadataFilters(filters=[MetadataFilter(key="source", value=rel)])
+        assert [n.node.id_ for n in li.CSRRetriever(searcher, filters=flt).retrieve(query)] == expected
+    finally:
+        searcher.close()
 
 
 @pytest.mark.parametrize(("flt", "start"), BAD, ids=IDS)
