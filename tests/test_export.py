@@ -203,6 +203,27 @@ def test_cli_export_then_search_by_url_and_back(source, home, tmp_path):
     assert [h["id"] for h in json.loads(by_url2.output)] == [h["id"] for h in hits]
 
 
+def test_cli_info_by_url_reads_the_exported_collection(source, home):
+    """`info --collection --url` goes through the in-process client too: the copy's points, meta, model and fit."""
+    from qdrant_client import QdrantClient
+
+    store, model_id, n = source
+    client = QdrantClient(":memory:")
+    assert run("export", "--path", store, "--collection", "docs", "--url", URL, "--no-progress",
+               client=client).exit_code == 0
+    by_url = run("info", "--collection", "docs", "--url", URL, "--device", "cpu", "--json", client=client)
+    assert by_url.exit_code == 0, by_url.output
+    local = run("info", "--collection", "docs", "--path", store, "--device", "cpu", "--json")
+    server, embedded = json.loads(by_url.output), json.loads(local.output)
+    assert (server["points"], server["meta"]["model_id"], server["adapted"]) == (n, model_id, True)
+    assert server["model_dir"] == str(home / "models" / model_id) and server["meta"] == embedded["meta"]
+    assert server["fit"]["recon_nmse"] == pytest.approx(embedded["fit"]["recon_nmse"], rel=1e-4)
+    text = run("info", "--collection", "docs", "--url", URL, "--device", "cpu", client=client)
+    assert text.exit_code == 0 and text.output.startswith(f"collection   docs ({n} points"), text.output
+    missing = run("info", "--collection", "nope", "--url", URL, "--device", "cpu", client=client)
+    one_line_error(missing, "'nope' does not exist")
+
+
 def one_line_error(result, *phrases: str) -> None:
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()

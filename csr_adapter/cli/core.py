@@ -15,6 +15,7 @@ from .options import (
     model_option,
     qdrant_key_options,
     runtime_option,
+    server_client,
     threads_option,
 )
 
@@ -25,12 +26,13 @@ def _files(directory: Path) -> list[dict]:
 
 
 def collection_info(name: str, backend: str, store: str | None, url: str | None, api_key: str | None,
-                    device: str, sample: int) -> dict:
-    """A collection's metadata, its model and how well that model's head fits what the collection holds."""
+                    device: str, sample: int, client=None) -> dict:
+    """A collection's metadata, its model and how well that model's head fits what the collection holds
+    (``client``: a ``QdrantClient`` to use instead of connecting to ``url``)."""
     from ..collection import Collection
     from ..model_store import find_model
 
-    col = Collection(name, backend=backend, path=store, url=url, api_key=api_key, device=device)
+    col = Collection(name, backend=backend, path=store, url=url, api_key=api_key, device=device, client=client)
     meta = col.meta()
     if meta is None:
         from ..integrations.base import CollectionNotFoundError
@@ -64,7 +66,7 @@ def info(model: str | None, collection: str | None, backend: str, store: str | N
     from ..encoder import DEFAULT_MODEL_DIR
 
     if collection is not None:
-        data = collection_info(collection, backend, store, url, api_key, device, sample)
+        data = collection_info(collection, backend, store, url, api_key, device, sample, server_client(url))
         if as_json:
             click.echo(json.dumps(data, indent=2))
             return
