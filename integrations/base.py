@@ -190,7 +190,8 @@ class Layout:
     ``csr`` (the default): vector ``csr``, payload ``text`` and ``meta`` beside csr-adapter's own fields.
     ``langchain``: what langchain-qdrant's ``QdrantVectorStore`` reads with its defaults: vector
     ``langchain-sparse``, payload ``page_content`` and ``metadata`` (the document's metadata plus ``source``,
-    ``doc_id`` and ``chunk``), csr-adapter's own fields still beside them. Backends store a point in its
+    ``doc_id`` and ``chunk``), csr-adapter's own fields still beside them; a hybrid collection's dense vector
+    keeps its name ``dense`` (langchain-qdrant: ``vector_name="dense", distance=DOT``). Backends store a point in its
     layout and hand every payload back in the ``csr`` form, so nothing above them depends on the layout.
     """
 

@@ -123,3 +123,59 @@ def test_readme_snippet_runs(ingested, readme_snippets):
     exec(snippet.replace(line, ""), namespace)
     docs = namespace["docs"]
     assert len(docs) == 5 and docs[0].page_content and docs[0].metadata["source"]
+
+
+def test_hybrid_mode_reads_a_hybrid_collection(small_docs, tmp_path, monkeypatch, readme_snippets):
+    """`--layout langchain --hybrid`: langchain-qdrant's DENSE and HYBRID modes read the stored backbone vectors
+    (named `dense`, dot product) with CSREmbeddings; the README's HYBRID snippet runs; without --hybrid,
+    langchain-qdrant refuses HYBRID when the store is built, naming the missing vector."""
+    from langchain_qdrant import QdrantVectorStore, RetrievalMode
+    from qdrant_client import QdrantClient
+    from qdrant_client.models import Distance
+
+    from csr_adapter import open_collection
+    from csr_adapter.integrations.langchain import CSREmbeddings, CSRSparseEmbeddings
+
+    monkeypatch.setenv("CSR_ADAPTER_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for doc_id, text in small_docs.items():
+        (folder / f"{doc_id}.txt").write_text(text, encoding="utf-8")
+    client = QdrantClient(":memory:")
+    for name, flags in (("docs", ["--hybrid"]), ("plain", [])):
+        result = run("ingest", folder, "--url", URL, "--collection", name, "--layout", "langchain", "--no-adapt",
+                     "--device", "cpu", *flags, client=client)
+        assert result.exit_code == 0, result.output
+
+    sparse = CSRSparseEmbeddings.from_collection("docs", client=client)
+    dense = CSREmbeddings(encoder=sparse.encoder)
+    named = {"vector_name": "dense", "distance": Distance.DOT}
+    by_dense = QdrantVectorStore(client, "docs", retrieval_mode=RetrievalMode.DENSE, embedding=dense, **named)
+    got = by_dense.similarity_search_with_score(QUERY, k=5)
+    be = open_collection("docs", client=client).open_backend()
+    try:
+        vec = sparse.encoder.encode_dense([QUERY], prefix=sparse.encoder.config.query_prefix)[0]
+        want = be.search(vec, top_k=5)
+    finally:
+        be.close()
+    assert [d.metadata["_id"] for d, _ in got] == [h.id for h in want]  # the same vectors, the same ranking
+    assert [s for _, s in got] == pytest.approx([h.score for h in want], rel=1e-5)
+
+    hybrid = QdrantVectorStore(client, "docs", retrieval_mode=RetrievalMode.HYBRID, embedding=dense,
+                               sparse_embedding=sparse, **named)
+    fused = hybrid.similarity_search(QUERY, k=5)
+    by_sparse = QdrantVectorStore(client, "docs", retrieval_mode=RetrievalMode.SPARSE, sparse_embedding=sparse)
+    union = {d.metadata["_id"] for d in by_sparse.similarity_search(QUERY, k=5)} | {h.id for h in want}
+    assert len(fused) == 5 and {d.metadata["_id"] for d in fused} <= union
+    assert all(d.page_content and d.metadata["source"] for d in fused)
+
+    (snippet,) = [s for s in readme_snippets("LangChain") if "RetrievalMode.HYBRID, sparse_embedding" in s]
+    namespace = {"client": client, "QdrantVectorStore": QdrantVectorStore, "RetrievalMode": RetrievalMode,
+                 "CSRSparseEmbeddings": CSRSparseEmbeddings}
+    exec(snippet, namespace)
+    readme_query = "does vitamin D prevent fractures?"
+    assert [d.id for d in namespace["docs"]] == [d.id for d in hybrid.similarity_search(readme_query, k=5)]
+
+    with pytest.raises(Exception, match="does not contain dense vector named dense"):
+        QdrantVectorStore(client, "plain", retrieval_mode=RetrievalMode.HYBRID, embedding=dense,
+                          sparse_embedding=sparse, **named)
