@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from csr_adapter.cli import cli
 
-STEPS = "25"  # adaptation steps in these tests (the default is bounded by epochs, 300..1500)
+STEPS = "25"  # adaptation steps in these tests (the default is bounded by epochs, 300..1100)
 N_DOCS = 40  # SciFact abstracts in the test corpus: 74 chunks, above MIN_ADAPT_CHUNKS and --sample 60
 
 

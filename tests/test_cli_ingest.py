@@ -160,3 +160,10 @@ def test_faiss_hybrid_search_is_a_one_line_error(docs, tmp_path):
     out = run("search", "volcanoes", "--backend", "faiss", "--path", tmp_path, "--collection", "f", "--hybrid")
     assert out.exit_code != 0 and out.output.startswith("Error: ") and len(out.output.strip().splitlines()) == 1
     assert "hybrid" in out.output and "Traceback" not in out.output
+
+
+def test_help_states_the_adaptation_step_bound_in_force():
+    from csr_adapter.training.adapt import AdaptConfig
+
+    text = " ".join(run("ingest", "--help").output.split())
+    assert f"(bounds its time; default {AdaptConfig().max_steps})" in text

@@ -82,7 +82,7 @@ def _show(path: str, file: str | None = None) -> str:
                    "(rebuilt beside it from cached vectors, then switched).")
 @click.option("--no-adapt", is_flag=True, help="Keep --model (or the shipped default) as it is.")
 @click.option("--adapt-steps", type=Int(min=1), default=None,
-              help="Most optimiser steps of the adaptation (bounds its time; default 1500).")
+              help="Most optimiser steps of the adaptation (bounds its time; default 1100).")
 @click.option("--layout", type=click.Choice(["csr", "langchain"]), default=None,
               help="Names points are stored under. langchain: payload page_content/metadata and sparse vector "
                    "'langchain-sparse', what langchain-qdrant's QdrantVectorStore reads (server collections, --url). "
