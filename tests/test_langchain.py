@@ -197,3 +197,12 @@ def test_rag_example_runs_offline(tmp_path):
         assert len(docs) == 4 and "dense" in {d.metadata["served_by"] for d in docs}
     finally:
         index.close()
+
+
+def test_readme_swap_in_snippet_runs(readme_snippets, small_docs):
+    """The README's first LangChain snippet: CSR codes as langchain-qdrant's sparse side, hybrid, in memory."""
+    (snippet,) = [s for s in readme_snippets("LangChain") if "QdrantVectorStore.from_texts" in s]
+    texts = [t[:400] for t in small_docs.values()][:12]
+    namespace = {"texts": texts}
+    exec(snippet, namespace)
+    assert namespace["store"].similarity_search(texts[3][:200], k=3)[0].page_content == texts[3]
