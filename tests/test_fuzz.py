@@ -1,5 +1,6 @@
-"""Property-based fuzzing (issue 15, "keep it closed"): the corpus reader and chunker, the filter parser and
-the server's request validation take any input and answer with a result or a one-line error, never a crash.
+"""Property-based fuzzing (issue 15, "keep it closed"): the corpus reader and chunker, the filter parser, the
+CLI's options (on a real store, which a failed run leaves as it was) and the server's request validation take
+any input and answer with a result or a one-line error, never a crash.
 
 Bounded (few examples, no deadline) so the suite keeps its time; real parts throughout: the real tokenizer,
 real files, a real Qdrant Edge shard and a live server with a FAISS fallback.
@@ -175,6 +176,65 @@ def test_any_folder_reads_into_documents_or_a_one_line_error(files):
         for skip in corpus.skipped:
             assert one_line(skip.reason)
         assert set(corpus.files) <= written and set(corpus.seen) <= written
+
+
+# -- CLI options on a real store ---------------------------------------------------------------------------
+FUZZED_OPTIONS = {  # options whose values only shape the run (not where it reads or writes)
+    "ingest": ["--k", "--batch-size", "--text-field", "--max-file-mb", "--overlap", "--budget", "--avg-k",
+               "--k-min", "--k-max", "--adapt-steps", "--layout", "--threads", "--runtime"],
+    "search": ["--top-k", "--k", "--filter", "--rrf-k", "--budget", "--threads", "--runtime"],
+}
+option_values = st.one_of(any_text, st.integers(-3, 12).map(str), st.sampled_from(
+    [str(10**30), str(2**63), "-1", "0", "nan", "inf", "1e308", "0x10", "", " ", "8.5", "lang=en", "a b=c"]))
+
+
+@pytest.fixture(scope="module")
+def cli_store(tmp_path_factory):
+    """A folder ingested into an embedded store with its FAISS fallback (shipped model, no adaptation)."""
+    root = tmp_path_factory.mktemp("cli-fuzz")
+    (root / "docs").mkdir()
+    for i, text in enumerate(["Vitamin D lowers the risk of bone fractures.", "Qdrant stores sparse vectors.",
+                              "Honey bees dance to show where flowers are."]):
+        (root / "docs" / f"d{i}.txt").write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["ingest", str(root / "docs"), "--path", str(root / "store"), "--no-adapt",
+                                      "--with-fallback", "--no-progress", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def stored_points(store: Path) -> set[tuple[str, str]]:
+    from csr_adapter import open_collection
+
+    backend = open_collection("csr", path=store).open_backend()
+    try:
+        return {(pid, p.get("content_hash", "")) for pid, p in backend.scroll(["content_hash"])}
+    finally:
+        backend.close()
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(command=st.sampled_from(sorted(FUZZED_OPTIONS)),
+       pairs=st.lists(st.tuples(st.sampled_from(sorted({o for v in FUZZED_OPTIONS.values() for o in v})),
+                                option_values), min_size=1, max_size=3))
+@example(command="ingest", pairs=[("--k", "4")])  # reaches the store: a config mismatch
+@example(command="ingest", pairs=[("--batch-size", "2"), ("--overlap", "3")])  # a run that succeeds
+@example(command="search", pairs=[("--top-k", "2"), ("--filter", "source=docs/d0.txt"), ("--k", "4")])
+@example(command="search", pairs=[("--filter", "a b=c")])
+def test_cli_options_run_or_fail_in_one_line_and_a_failed_run_keeps_the_store(cli_store, command, pairs):
+    """`ingest` / `search` with fuzzed option values on a real store: no traceback, a failure is exit 1 or 2
+    with one ``Error:`` line, and a failed ingest leaves the store's point set as it was."""
+    args = [arg for name, value in pairs if name in FUZZED_OPTIONS[command] for arg in (name, value)]
+    store = cli_store / "store"
+    target = [str(cli_store / "docs"), "--no-adapt"] if command == "ingest" else ["bone fractures", "--json"]
+    before = stored_points(store)
+    result = CliRunner().invoke(cli, [command, *target, "--path", str(store), "--device", "cpu", *args])
+    assert "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    if result.exit_code != 0:
+        assert result.exit_code in (1, 2), result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1, result.output
+        assert stored_points(store) == before  # a failed run loses and changes nothing
 
 
 # -- the server's request validation --------------------------------------------------------------------------
