@@ -149,7 +149,7 @@ def test_sparse_gram_and_prefix_decodes_match_the_dense_definitions(banking) -> 
     x = torch.nn.functional.normalize(x, dim=-1)
     head = _head(h=512)
     pre = head.pre_activation(x)
-    tops = _Prefixes(pre, head.W, head.b_pre, [2, 8, 32, 96])
+    tops = _Prefixes(x, head.W, head.b_lat, head.b_pre, [2, 8, 32, 96])
     for k in (2, 8, 32, 96):
         z = topk_relu(pre, k)
         assert torch.allclose(tops.decode(k), head.decode(z), atol=1e-5)
@@ -172,6 +172,53 @@ def test_sparse_gram_and_prefix_decodes_match_the_dense_definitions(banking) -> 
     (g_dense,) = torch.autograd.grad(dense, w)
     assert torch.allclose(sparse, dense, atol=1e-5) and float(dense) > 0
     assert torch.allclose(g_sparse, g_dense, atol=1e-6, rtol=1e-3)
+
+
+def test_prefix_codes_and_dead_auxk_give_the_dense_definitions_gradients(banking) -> None:
+    """The hand-written backward (K gathered rows per item) and the dead-rows-only AuxK match autograd
+    through the dense definitions: ``topk_relu(W (x - b_pre) + b_lat)``, ``W^T z + b_pre``, ``auxk_loss``."""
+    from csr_adapter.training.adapt import _dead_auxk, _Prefixes, _unit_code, sparse_gram
+
+    x, _ = banking
+    x = torch.nn.functional.normalize(x, dim=-1)
+    g = torch.Generator().manual_seed(3)
+    head = _head(h=512)
+    with torch.no_grad():
+        head.b_pre.copy_(0.05 * torch.randn(head.d, generator=g))
+        head.b_lat.copy_(0.05 * torch.randn(head.h, generator=g))
+    dead = torch.rand(head.h, generator=g) < 0.4
+    weights = torch.randn(4, head.d, generator=g)
+
+    def objective(decode, code, aux):  # touches every output: decodes at 3 k, code values, AuxK
+        total = sum(((decode(k) - x) * w).pow(2).sum() for k, w in zip((2, 8, 32), weights))
+        values, _ = code(8)
+        return total + (values * torch.arange(1.0, 9.0)).sum() + aux(decode(8))
+
+    params = [head.W, head.b_lat, head.b_pre]
+    tops = _Prefixes(x, head.W, head.b_lat, head.b_pre, [2, 8, 32])
+    fast = objective(tops.decode, tops.code,
+                     lambda x_hat: _dead_auxk(x, head.W, head.b_lat, head.b_pre,
+                                              x_hat, dead, 64))
+    g_fast = torch.autograd.grad(fast, params)
+
+    pre = head.pre_activation(x)
+
+    def dense_code(k):
+        values, indices = pre.topk(k, dim=-1)
+        return values.relu(), indices
+
+    def dense_decode(k):
+        return head.decode(topk_relu(pre, k))
+
+    ref = objective(dense_decode, dense_code,
+                    lambda x_hat: auxk_loss(pre, x, x_hat, dead, 64, head.W, head.b_pre))
+    g_ref = torch.autograd.grad(ref, params)
+    assert float(ref) > 0 and torch.allclose(fast, ref, rtol=1e-5)
+    for a, b in zip(g_fast, g_ref):
+        assert b.abs().max() > 0 and torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    code = _unit_code(tops.code(8))
+    assert torch.allclose(sparse_gram(code, code, head.h), sparse_gram(_unit_code(dense_code(8)),
+                                                                       _unit_code(dense_code(8)), head.h), atol=1e-5)
 
 
 def test_data_init_gives_sampled_rows_a_latent_and_widens_for_large_corpora(banking) -> None:

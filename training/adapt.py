@@ -3,7 +3,7 @@
 Works on backbone embeddings that ingest computes anyway, so it never runs the backbone. Per step, on a
 batch of chunk embeddings ``x`` (L2-normalised) with the annealed ``k_t``::
 
-    L = nMSE(x, x^_{k_t}) + w4 * nMSE(x, x^_{4 k_t}) + a * AuxK
+    L = nMSE(x, x^_{k_t}) + w4 * nMSE(x, x^_{4 k_t}) + a * AuxK                 (a = 0 by default: no gain)
         + c * InfoNCE(chunk, other chunk of the same document)          (c = 0 by default: measured worse)
         + s * sum_{k in {k_t} + extra_ks} KL(softmax(x x^T / tau) || softmax(z_k z_k^T / tau))
 
@@ -15,6 +15,10 @@ when the corpus has more rows than it has latents): every sampled row is one lat
 it is closest to, and training refines from there. ``k`` anneals from ``k_init`` to ``k`` over the first
 ``anneal_frac`` of steps (CSRv2). The run is bounded by ``max_steps`` and a sample cap, so its time does
 not grow with the corpus beyond ``max_samples`` rows.
+
+A step never builds a dense ``(B, h)`` code or gradient: the pre-activations only select each row's top
+latents, and values, reconstructions and Gram matrices are computed from those latents' rows
+(:class:`_Prefixes`, :func:`sparse_gram`), so its cost grows with ``k``, not with ``h``, beyond one matmul.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from ..defaults import DEFAULT_K
-from ..head import CSRHead, topk_relu
+from ..head import CSRHead
+from ..runtime import reuse_freed_memory
 from .losses import annealed_k, auxk_loss, dead_mask, infonce_loss, normalized_mse
 
 
@@ -51,7 +56,10 @@ class AdaptConfig:
     lr: float = 1e-3
     adam_eps: float = 6.25e-10
     recon4k_weight: float = 0.125
-    aux_weight: float = 1 / 32
+    aux_weight: float = 0.0            # AuxK (revives dead latents; 1/32 in CSRv2). Off: on the dev sets (SciFact
+                                       # train, ADI, TIME, MED; 2 seeds) mean k=8 99.0% of dense either way, while
+                                       # it took a quarter of the time (SciFact train 75 s -> 56 s); dead latents at
+                                       # k=8 rose 31 -> 33% on SciFact train, 41 -> 56% on MED (1,033 docs)
     k_aux: int = 512
     dead_window: int = 50
     contrastive_weight: float = 0.0    # chunks of one document as positives (InfoNCE); off: on ingest's chunks
@@ -166,39 +174,110 @@ def _unit_code(code: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, t
 
 def sparse_gram(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor], h: int) -> torch.Tensor:
     """``(Ba, Bb)`` inner products ``a_i . b_j`` of sparse codes ``(values, indices)`` in O(Ba Bb k_a), not the
-    O(Ba Bb h) of dense codes: row i's k_a latents are looked up in ``b`` laid out latent-major."""
+    O(Ba Bb h) of dense codes: row i's k_a latents are looked up in ``b`` laid out latent-major, over the
+    latents the two batches use (renumbered), not all ``h``."""
     values, indices = a
     b_values, b_indices = b
-    by_latent = torch.zeros(h, b_values.shape[0], dtype=b_values.dtype, device=b_values.device).scatter(
-        0, b_indices.T, b_values.T)  # (h, Bb)
-    looked_up = by_latent.index_select(0, indices.reshape(-1)).view(*indices.shape, -1)  # (Ba, k_a, Bb)
+    if b_indices is indices:  # a Gram matrix of one batch
+        used, a_idx = torch.unique(indices, return_inverse=True)
+        b_idx = a_idx
+    else:
+        used, compact = torch.unique(torch.cat([indices.reshape(-1), b_indices.reshape(-1)]), return_inverse=True)
+        a_idx, b_idx = compact[:indices.numel()].view_as(indices), compact[indices.numel():].view_as(b_indices)
+    by_latent = torch.zeros(len(used), b_values.shape[0], dtype=b_values.dtype, device=b_values.device).scatter(
+        0, b_idx.T, b_values.T)  # (used, Bb)
+    looked_up = by_latent.index_select(0, a_idx.reshape(-1)).view(*indices.shape, -1)  # (Ba, k_a, Bb)
     return torch.bmm(values.unsqueeze(1), looked_up).squeeze(1)
 
 
-class _Prefixes:
-    """Codes at several k from one sorted top-K of ``pre``: every k-code is a prefix of the top-K code, so one
-    top-k serves every k, and the reconstructions are running sums over segments of the leading latents
-    (decoder rows gathered once per segment: slicing one big gather would zero-fill its whole gradient per k)."""
+class _PrefixCodes(torch.autograd.Function):
+    """Values and prefix reconstructions of the latents ``order`` selected for each row of ``x``.
 
-    def __init__(self, pre: torch.Tensor, W: torch.Tensor, b_pre: torch.Tensor, ks: list[int]) -> None:
-        self.values, self.indices = _sparse_code(pre, max(ks))
-        self.W, self.b_pre = W, b_pre
-        self.decoded: dict[int, torch.Tensor] = {}
-        acc, lo = None, 0
-        for k in sorted({k for k in ks if k <= 64}):
-            idx = self.indices[:, lo:k]
-            rows = W.index_select(0, idx.reshape(-1)).view(*idx.shape, W.shape[1])
-            part = torch.einsum("bk,bkd->bd", self.values[:, lo:k], rows)
+    ``x`` is the centred input ``x - b_pre`` and ``c`` is ``b_lat``. Forward: ``u = W[order] . x + c[order]``,
+    ``v = ReLU(u)`` ``(B, K)``; for each bound ``k_j``, ``x^_j = sum_{p < k_j} v_p W[order_p] + b_pre``.
+    Backward by hand: the gradients of ``W`` and ``x`` come from the K gathered rows per item (one ``(h, d)``
+    buffer, one ``(B, K, d)`` temporary); no ``(B, h)`` gradient and no dense matmul.
+    """
+
+    @staticmethod
+    def forward(ctx, x, W, c, b_pre, order, bounds):  # noqa: D102
+        rows = W.index_select(0, order.reshape(-1)).view(*order.shape, W.shape[1])  # (B, K, d)
+        u = torch.bmm(rows, x.unsqueeze(-1)).squeeze(-1) + c[order]
+        v = u.clamp_min(0)
+        out, acc, lo = [], None, 0
+        for hi in bounds:
+            part = torch.bmm(v[:, None, lo:hi], rows[:, lo:hi]).squeeze(1)
             acc = part if acc is None else acc + part
-            self.decoded[k], lo = acc + b_pre, k
+            out.append(acc + b_pre)
+            lo = hi
+        ctx.save_for_backward(x, rows, u, v, order)
+        ctx.bounds, ctx.h = bounds, W.shape[0]
+        ctx.mark_non_differentiable(order)
+        return v, torch.stack(out)
+
+    @staticmethod
+    def backward(ctx, grad_v, grad_dec):  # noqa: D102
+        x, rows, u, v, order = ctx.saved_tensors
+        G = grad_dec.flip(0).cumsum(0).flip(0)  # G_j: the gradient reaching every latent before bound j
+        gv = grad_v.clone()
+        lo = 0
+        for j, hi in enumerate(ctx.bounds):
+            gv[:, lo:hi] += torch.bmm(rows[:, lo:hi], G[j].unsqueeze(-1)).squeeze(-1)
+            lo = hi
+        gu = gv * (u > 0)
+        grad_rows = gu.unsqueeze(-1) * x.unsqueeze(1)
+        lo = 0
+        for j, hi in enumerate(ctx.bounds):
+            grad_rows[:, lo:hi].addcmul_(v[:, lo:hi].unsqueeze(-1), G[j].unsqueeze(1))
+            lo = hi
+        flat = order.reshape(-1)
+        grad_W = torch.zeros(ctx.h, x.shape[1], dtype=x.dtype, device=x.device).index_add_(
+            0, flat, grad_rows.view(-1, x.shape[1]))
+        grad_c = torch.zeros(ctx.h, dtype=x.dtype, device=x.device).index_add_(0, flat, gu.reshape(-1))
+        grad_x = torch.bmm(gu.unsqueeze(1), rows).squeeze(1) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_W, grad_c, grad_dec.sum(dim=(0, 1)), None, None
+
+
+class _Prefixes:
+    """Codes at several k of a batch ``x`` from one sorted top-K: every k-code is a prefix of the top-K code.
+
+    The dense pre-activations ``W (x - b_pre) + b_lat`` only *select* latents (no graph); the selected
+    values are recomputed from the K gathered rows of ``W``, which the tied decoder reuses
+    (:class:`_PrefixCodes`), so the backward touches K rows per item instead of a dense ``(B, h)`` gradient
+    and two dense matmuls. Reconstructions at every asked k are running sums over the segments between them.
+    """
+
+    def __init__(self, x: torch.Tensor, W: torch.Tensor, b_lat: torch.Tensor, b_pre: torch.Tensor,
+                 ks: list[int]) -> None:
+        bounds = sorted(set(ks))
+        centred = x - b_pre
+        with torch.no_grad():
+            self.indices = torch.addmm(b_lat, centred, W.T).topk(bounds[-1], dim=-1).indices  # selection only
+        self.values, decoded = _PrefixCodes.apply(centred, W, b_lat, b_pre, self.indices, bounds)
+        self.W, self.b_pre = W, b_pre
+        self.decoded = dict(zip(bounds, decoded.unbind(0)))
 
     def code(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.values[:, :k], self.indices[:, :k]
 
     def decode(self, k: int) -> torch.Tensor:
-        if k not in self.decoded:  # wide codes (> 64): a dense matmul beats gathering (B, k, d) rows
+        if k not in self.decoded:  # a k that was not asked for up front
             self.decoded[k] = _dense(self.code(k), self.W.shape[0]) @ self.W + self.b_pre
         return self.decoded[k]
+
+
+def _dead_auxk(x: torch.Tensor, W: torch.Tensor, b_lat: torch.Tensor, b_pre: torch.Tensor, x_hat: torch.Tensor,
+               dead: torch.Tensor, k_aux: int) -> torch.Tensor:
+    """AuxK (see ``losses.auxk_loss``) computed on the dead latents' rows only: same loss and gradients, at
+    the cost of the dead fraction of the dense matmuls (``W (x - b_pre)`` written as ``W x - W b_pre``, so
+    no ``(B, dead) x (dead, d)`` matmul goes back to ``x``)."""
+    dead_idx = dead.nonzero().squeeze(1)
+    if not len(dead_idx) or k_aux <= 0:
+        return x.new_zeros(())
+    Wd = W.index_select(0, dead_idx)
+    pre_d = torch.addmm(b_lat[dead_idx] - Wd @ b_pre, x, Wd.T)
+    return auxk_loss(pre_d, x, x_hat, torch.ones(len(dead_idx), dtype=torch.bool, device=x.device),
+                     k_aux, Wd, b_pre)
 
 
 def _similarity_target(a: torch.Tensor, b: torch.Tensor, temperature: float, eye: torch.Tensor | None) -> torch.Tensor:
@@ -209,12 +288,15 @@ def _similarity_target(a: torch.Tensor, b: torch.Tensor, temperature: float, eye
 
 
 def _kl_to(target: torch.Tensor, sims: torch.Tensor, temperature: float, eye: torch.Tensor | None) -> torch.Tensor:
-    """KL(target || softmax(sims / t)) per row, batch mean; ``eye`` masks self-pairs when given."""
+    """KL(target || softmax(sims / t)) per row, mean over rows; ``eye`` masks self-pairs when given.
+    ``sims`` may carry leading dims (several codes' Gram matrices at once): one KL per matrix."""
     logits = sims / temperature
-    if eye is None:
-        return F.kl_div(logits.log_softmax(dim=-1), target, reduction="batchmean")
-    logp = logits.masked_fill(eye, -math.inf).log_softmax(dim=-1)
-    return F.kl_div(logp.masked_fill(eye, 0.0), target, reduction="batchmean")
+    if eye is not None:
+        logits = logits.masked_fill(eye, -math.inf)
+    logp = logits.log_softmax(dim=-1)
+    if eye is not None:
+        logp = logp.masked_fill(eye, 0.0)
+    return F.kl_div(logp, target.expand_as(logp), reduction="none").sum(dim=-1).mean(dim=-1)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -225,9 +307,11 @@ def fit_stats(head: CSRHead, x: np.ndarray, k: int) -> dict[str, float]:
     """How well ``head`` fits rows ``x`` at ``k``: reconstruction nMSE and dead-latent % (never active)."""
     with torch.no_grad():
         xt = torch.from_numpy(_unit(np.asarray(x, dtype=np.float32))).to(head.W.device)
-        z = topk_relu(head.pre_activation(xt), k)
-        recon = float(normalized_mse(xt, head.decode(z)))
-        active = (z > 0).any(dim=0)
+        values, indices = _sparse_code(head.pre_activation(xt), k)  # sparse: no dense (n, h) code
+        rows = head.W.index_select(0, indices.reshape(-1)).view(*indices.shape, head.d)
+        recon = float(normalized_mse(xt, torch.bmm(values.unsqueeze(1), rows).squeeze(1) + head.b_pre))
+        active = torch.zeros(head.h, dtype=torch.bool, device=xt.device)
+        active[indices[values > 0]] = True
     return {"recon_nmse": recon, "dead_pct": 100.0 * float((~active).float().mean()), "rows": len(x)}
 
 
@@ -270,7 +354,8 @@ def adapt_head(
     torch.use_deterministic_algorithms(True, warn_only=True)  # gather's backward sums in a fixed order
     torch.utils.deterministic.fill_uninitialized_memory = False  # every buffer is written before it is read
     try:
-        return _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows)
+        with reuse_freed_memory():
+            return _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows)
     finally:
         torch.use_deterministic_algorithms(was)
         torch.utils.deterministic.fill_uninitialized_memory = was_fill
@@ -323,7 +408,7 @@ def _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows):
     before = fit_stats(model, held.numpy(), cfg.k)["recon_nmse"]
     device = torch.device(device)
     model = model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
     total = plan_steps(cfg, len(data))
     k_init = min(cfg.k_init, model.h // 4)
     batches = _Batches(len(data), grp, cfg.batch_size, rng)
@@ -339,15 +424,16 @@ def _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows):
             q_idx = rng.choice(len(qsrc), size=n_q, replace=False)
             items[2 * n_pairs:2 * n_pairs + n_q] = qsrc[q_idx]
         xb = data[torch.from_numpy(items)].to(device)
-        pre = model.pre_activation(xb)
         extra_k = [e for e in extra if e != k]
         k4 = min(4 * k, model.h)
-        tops = _Prefixes(pre, model.W, model.b_pre, [k, k4, *extra_k])
+        wide = [min(cfg.query_k, model.h)] if cfg.query_code_weight and cfg.query_k else []
+        tops = _Prefixes(xb, model.W, model.b_lat, model.b_pre, [k, k4, *extra_k, *wide])
         ck = tops.code(k)
         x_hat = tops.decode(k)
         dead = dead_mask(steps_since, cfg.dead_window).to(device)
         loss = (normalized_mse(xb, x_hat) + cfg.recon4k_weight * normalized_mse(xb, tops.decode(k4))
-                + cfg.aux_weight * auxk_loss(pre, xb, x_hat, dead, cfg.k_aux, model.W, model.b_pre))
+                + (cfg.aux_weight * _dead_auxk(xb, model.W, model.b_lat, model.b_pre, x_hat, dead, cfg.k_aux)
+                   if cfg.aux_weight else 0.0))
         codes, weights = [_unit_code(ck)], [1.0]
         for e in extra_k:
             w = cfg.low_k_weight if e < cfg.k else 1.0
@@ -357,7 +443,7 @@ def _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows):
         eye = torch.eye(len(xb), dtype=torch.bool, device=device)
         if q_idx is not None and len(q_idx):
             xq = qdata[torch.from_numpy(q_idx)].to(device)
-            q_tops = _Prefixes(model.pre_activation(xq), model.W, model.b_pre, [k, *extra_k])
+            q_tops = _Prefixes(xq, model.W, model.b_lat, model.b_pre, [k, *extra_k])
             loss = loss + normalized_mse(xq, q_tops.decode(k))
             q_target = _similarity_target(xq, xb, cfg.distill_temperature, None)
             for e, zk in zip([k, *extra_k], codes):
@@ -365,10 +451,14 @@ def _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows):
                 loss = loss + cfg.query_weight * _kl_to(q_target, sims, cfg.distill_temperature, None)
         zq = None
         if cfg.query_code_weight and cfg.query_k:
-            zq = _unit_code(_sparse_code(pre, min(cfg.query_k, model.h)))
+            zq = _unit_code(tops.code(wide[0]))
         target = None
         if cfg.distill_weight or zq is not None:
             target = _similarity_target(xb, xb, cfg.distill_temperature, eye)
+        if cfg.distill_weight:  # one batched KL over every code's Gram matrix
+            sims = torch.stack([sparse_gram(zk, zk, model.h) for zk in codes])
+            kl = _kl_to(target, sims, cfg.distill_temperature, eye)
+            loss = loss + cfg.distill_weight * (torch.tensor(weights, device=device) * kl).sum()
         for zk, w in zip(codes, weights):
             if zq is not None:
                 loss = loss + w * cfg.query_code_weight * _kl_to(target, sparse_gram(zq, zk, model.h),
@@ -377,9 +467,6 @@ def _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows):
                 zd = _dense(zk, model.h)
                 loss = loss + w * cfg.contrastive_weight * infonce_loss(zd[:n_pairs], zd[n_pairs:2 * n_pairs],
                                                                         cfg.temperature)
-            if cfg.distill_weight:
-                loss = loss + w * cfg.distill_weight * _kl_to(target, sparse_gram(zk, zk, model.h),
-                                                              cfg.distill_temperature, eye)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
