@@ -203,7 +203,9 @@ def read_queries(file: str) -> list[tuple[str, str]]:
 @backend_options
 @model_option
 @click.option("--top-k", type=Int(min=1), default=5, show_default=True, help="Results to print.")
-@click.option("--k", type=Int(), default=None, help="Active latents of the query code (default: the collection's k).")
+@click.option("--k", type=Int(), default=None,
+              help="Active latents of the query code (default: the collection's k; a model with query_k codes "
+                   "queries at max(k, query_k)).")
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
               help="Payload equality filter (repeatable): source, file, doc_id, chunk or a metadata key.")
 @click.option("--hybrid", is_flag=True, help="Fuse sparse and dense hits with RRF (needs a --hybrid ingest).")
