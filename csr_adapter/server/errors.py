@@ -1,7 +1,8 @@
 """Structured JSON errors with the right status, never a traceback.
 
 The body is text-embeddings-inference's ``{"error": message, "error_type": type}`` (OpenAI's
-``{"error": {"message", "type", "param", "code"}}`` under ``/v1/``), and ``error_type`` uses TEI's names
+``{"error": {"message", "type", "param", "code"}}`` under ``/v1/``, with TEI's flat ``message``, ``code``,
+``type`` and ``error_type`` beside it), and ``error_type`` uses TEI's names
 and casing: ``Validation`` (413 too many / too long inputs, 422 malformed requests), ``Empty`` (400),
 ``Overloaded`` (429, with ``Retry-After``), ``Unhealthy`` (503), ``Tokenizer`` (422), ``Backend``.
 Situations TEI has no name for keep one in the same casing: ``Unauthorized`` (401), ``NotFound`` (404),

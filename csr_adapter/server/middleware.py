@@ -21,9 +21,12 @@ OPENAI_PREFIX = "/v1/"  # routes that answer errors in OpenAI's shape
 
 def error_body(path: str, status: int, message: str, error_type: str) -> dict[str, Any]:
     """An error as TEI answers it, ``{"error": message, "error_type": type}``, or under ``/v1/`` as OpenAI
-    does, ``{"error": {"message", "type", "param", "code"}}`` (``code``: the HTTP status)."""
+    does, ``{"error": {"message", "type", "param", "code"}}`` (``code``: the HTTP status), with TEI's
+    ``OpenAICompatErrorResponse`` fields beside it: ``message``, ``code``, ``error_type`` (its OpenAPI) and
+    ``type`` (the key TEI's server writes it under)."""
     if path.startswith(OPENAI_PREFIX):
-        return {"error": {"message": message, "type": error_type, "param": None, "code": status}}
+        return {"error": {"message": message, "type": error_type, "param": None, "code": status},
+                "message": message, "code": status, "type": error_type, "error_type": error_type}
     return {"error": message, "error_type": error_type}
 
 

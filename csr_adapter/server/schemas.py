@@ -160,9 +160,13 @@ class OpenAIErrorDetail(BaseModel):
 
 
 class OpenAIErrorResponse(BaseModel):
-    """Errors of ``/v1/`` routes (OpenAI's shape)."""
+    """Errors of ``/v1/`` routes: OpenAI's ``error`` object, and TEI's ``OpenAICompatErrorResponse`` fields."""
 
     error: OpenAIErrorDetail
+    message: str
+    code: int = Field(..., description="The HTTP status.")
+    type: str = Field(..., description="As error_type: the key text-embeddings-inference's server uses.")
+    error_type: str = Field(..., description="As type: the name text-embeddings-inference's OpenAPI uses.")
 
 
 class HealthResponse(BaseModel):
