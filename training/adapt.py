@@ -99,7 +99,7 @@ class AdaptReport:
     sampled: int         # rows trained on
     steps: int
     seconds: float
-    recon_before: float  # nMSE at k on a held sample, before and after
+    recon_before: float  # nMSE at k on a held sample: the given head's, then the adapted head's
     recon_after: float
     dead_pct: float      # latents never active at k on that sample, after
 
@@ -405,7 +405,7 @@ def _adapt_head(head, x, cfg, groups, progress, device, queries, query_rows):
             model.b_lat[:n_atoms] = model.b_lat.mean()
     else:
         raise ValueError(f"init must be 'default', 'scratch' or 'data', got {cfg.init!r}")
-    before = fit_stats(model, held.numpy(), cfg.k)["recon_nmse"]
+    before = fit_stats(head, held.numpy(), cfg.k)["recon_nmse"]  # the given head: what adapting improves on
     device = torch.device(device)
     model = model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
