@@ -175,7 +175,7 @@ def load_data(args, enc) -> tuple:
 
     if (folder / "config.json").exists():
         adapted = CSREncoder.from_pretrained(folder)
-        adapt_s = adapted.config.training.get("adapt_report", {}).get("seconds")
+        adapt_s = round(float(adapted.config.training.get("adapt_report", {}).get("seconds", float("nan"))), 1)
     else:
         t0 = time.perf_counter()
         adapted = enc.adapt(dense=docs, k=8, progress=True)
@@ -616,7 +616,8 @@ def analyse(r: dict, bandwidth: float) -> dict:
 def render(r: dict) -> str:
     cmd = " ".join(["python benchmarks/search.py", *sys.argv[1:]])
     lines = ["# Search benchmark: Qdrant Edge sparse (CSR codes) vs FAISS flat / HNSW and Edge dense HNSW\n",
-             f"`{cmd}` — {r['points']:,} points, {r['queries']} real queries, top-{r['top_k']}, "
+             f"`{cmd}` ({r.get('date') or time.strftime('%Y-%m-%d %H:%M:%S')}) — {r['points']:,} points, "
+             f"{r['queries']} real queries, top-{r['top_k']}, "
              f"{r['threads']} threads.",
              f"Data: {r['data']}. {r['distinct_real_vectors']:,} of the points are distinct real vectors"
              + (f"; the rest are perturbed copies at cosine {r['copy_cos']} to a real one, re-coded by the head."
@@ -627,7 +628,8 @@ def render(r: dict) -> str:
              f"each the faster of {r['rounds']} serve passes, engines interleaved. "
              "Recall@10 is against exact search in the engine's own space (sparse: brute-force dot products of the "
              "same codes; dense: exact inner product on the same vectors); \"vs dense\" is against exact 384-d "
-             "search. RSS/doc = resident memory added by loading the index in a fresh process and answering "
+             "search (low for sparse codes: their top-10 ranks by the codes, not by the dense vectors). "
+             "RSS/doc = resident memory added by loading the index in a fresh process and answering "
              "every query (anon + file-backed mmap pages); disk/doc = bytes allocated by the saved index "
              "(Edge: segments, write-ahead log excluded).\n",
              "| engine | ef | single QPS | p50 ms | p99 ms | batch QPS | recall@10 own | recall@10 vs dense | "
@@ -649,6 +651,12 @@ def render(r: dict) -> str:
                 lines.append(f"| {name} | {x['ef']} | {x['single']['qps']} | {x['single']['p50_ms']} | "
                              f"{x['batch_qps']} | {x['recall_own']} |")
     for name, a in r.get("analysis", {}).items():
+        if "qps_goal_met" in a:
+            met = a["qps_goal_met"] and a["memory_goal_met"]
+            lines.append(f"\n**Goal (issue 13) for {name} at {r['points']:,} points: {'met' if met else 'not met'}** — "
+                         f"single-query QPS {a['single_x_faiss_hnsw']}x FAISS HNSW at efSearch {a['faiss_hnsw_ef']} "
+                         f"(recall@10 {a['faiss_hnsw_recall']}; goal >= 1.0x), resident memory per document "
+                         f"{a['rss_per_doc_x_faiss_hnsw']}x (goal <= 0.1x).")
         lines.append(f"\n**{name}**: " + ", ".join(f"{k} = {v}" for k, v in a.items()) + ".")
     for name, e in r["engines"].items():
         if name in ("Edge sparse k=8", f"Edge dense HNSW m={r.get('m', 32)}") and "disk_bytes_per_doc_by_file" in e:
