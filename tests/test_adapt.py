@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -137,6 +144,66 @@ def test_no_adapt_small_corpus_and_flag_conflict(encoder, tmp_path):
     both = run("ingest", docs, "--path", tmp_path / "c", "--adapt", "--no-adapt")
     assert both.exit_code == 2 and "exclusive" in both.output
     assert not (tmp_path / "c").exists()
+
+
+def test_full_disk_while_storing_a_readapted_model_loses_nothing(corpus, tmp_path, monkeypatch):
+    """``ingest --adapt`` on an existing collection when the disk fills while the new model is written (ENOSPC
+    raised after the real write, where save_pretrained meets the disk): one line, no half-written model folder,
+    the collection, its model and its answers as before."""
+    import errno
+
+    from csr_adapter.encoder import CSREncoder
+
+    store = tmp_path / "store"
+    first = json.loads(run("ingest", corpus, "--path", store, "--adapt", "--adapt-steps", STEPS, "--json").output)
+    before = json.loads(run("search", "cells", "--path", store, "--json").output)
+    real_save = CSREncoder.save_pretrained
+
+    def full_disk(self, path, *args, **kwargs):
+        real_save(self, path, *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(CSREncoder, "save_pretrained", full_disk)
+    redo = run("ingest", corpus, "--path", store, "--adapt", "--adapt-steps", "12")  # a different model id
+    monkeypatch.undo()
+    lines = redo.output.strip().splitlines()
+    assert redo.exit_code == 1 and lines[-1].startswith("Error:") and "No space left on device" in lines[-1]
+    assert sum(line.startswith("Error:") for line in lines) == 1
+    assert sorted(p.name for p in (store / ".models").iterdir()) == [first["adapt"]["model_id"]]
+    assert sorted(p.name for p in store.iterdir() if not p.name.startswith(".")) == ["csr"]  # nothing beside
+    info = json.loads(run("info", "--collection", "csr", "--path", store, "--json").output)
+    assert info["meta"]["model_id"] == first["adapt"]["model_id"] and info["points"] == first["points"]
+    assert json.loads(run("search", "cells", "--path", store, "--json").output) == before
+
+
+def test_ingest_killed_during_adaptation_resumes_to_the_clean_result(corpus, tmp_path):
+    """kill -9 while the head is being fitted: nothing is stored yet (no collection, no model folder), and the
+    re-run (vectors from the cache) ends with the clean run's model and points."""
+    cmd = [sys.executable, "-c", "from csr_adapter.cli import main; main()", "ingest", str(corpus),
+           "--path", str(tmp_path / "killed"), "--adapt", "--adapt-steps", "300"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CSR_ADAPTER_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    seen = bytearray()
+
+    def watch():
+        while chunk := proc.stderr.read1(256):
+            seen.extend(chunk)
+    threading.Thread(target=watch, daemon=True).start()
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline and not re.search(rb"adapt: +[1-9]\d*%", bytes(seen)):
+        time.sleep(0.05)
+    assert proc.poll() is None, "ingest ended before the kill: " + bytes(seen)[-300:].decode(errors="replace")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = tmp_path / "killed"
+    assert not list(killed.glob(".models/*")) and not (killed / "csr").exists()
+    cmd.append("--json")
+    resumed = subprocess.run(cmd, capture_output=True, env=env, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-500:]
+    clean = subprocess.run(cmd[:6] + [str(tmp_path / "clean")] + cmd[7:], capture_output=True, env=env, text=True)
+    a, b = json.loads(resumed.stdout), json.loads(clean.stdout)
+    assert a["adapt"]["model_id"] == b["adapt"]["model_id"] and a["points"] == b["points"] == a["chunks"]
+    assert sorted(p.name for p in (killed / ".models").iterdir()) == [a["adapt"]["model_id"]]
 
 
 def test_missing_stored_model_is_a_one_line_error(corpus, tmp_path):
