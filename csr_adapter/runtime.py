@@ -47,6 +47,16 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
+def glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (has ``mallopt`` and ``malloc_trim``); None elsewhere (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - raise AttributeError where they are missing
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
 @contextmanager
 def reuse_freed_memory(limit: int = 32 << 20) -> Iterator[None]:
     """Inside, glibc keeps freed blocks up to ``limit`` bytes on its heap instead of unmapping them and grows
@@ -55,12 +65,11 @@ def reuse_freed_memory(limit: int = 32 << 20) -> Iterator[None]:
     the thresholds left where glibc's own dynamic rule takes a torch process (mmap threshold = the largest freed
     block, up to 32 MiB; trim threshold twice that): setting glibc's 128 KiB defaults back would turn its dynamic
     rule off and made later encoding 20% slower. A no-op where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt, trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):  # musl, macOS, Windows
+    libc = glibc()
+    if libc is None:
         yield
         return
+    mallopt, trim = libc.mallopt, libc.malloc_trim
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
     mallopt(m_mmap_threshold, limit)
     mallopt(m_trim_threshold, 1 << 30)

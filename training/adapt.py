@@ -155,12 +155,6 @@ def distill_loss(x: torch.Tensor, z: torch.Tensor, temperature: float) -> torch.
     return F.kl_div(logp.masked_fill(eye, 0.0), target, reduction="batchmean")
 
 
-def _sparse_code(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(values, indices)`` of ``ReLU(TopK_k(pre))``, each ``(B, k)``, sorted by value."""
-    values, indices = pre.topk(k, dim=-1)
-    return values.relu(), indices
-
-
 def _dense(code: tuple[torch.Tensor, torch.Tensor], h: int) -> torch.Tensor:
     values, indices = code
     return torch.zeros(values.shape[0], h, dtype=values.dtype, device=values.device).scatter(-1, indices, values)
@@ -307,9 +301,9 @@ def fit_stats(head: CSRHead, x: np.ndarray, k: int) -> dict[str, float]:
     """How well ``head`` fits rows ``x`` at ``k``: reconstruction nMSE and dead-latent % (never active)."""
     with torch.no_grad():
         xt = torch.from_numpy(_unit(np.asarray(x, dtype=np.float32))).to(head.W.device)
-        values, indices = _sparse_code(head.pre_activation(xt), k)  # sparse: no dense (n, h) code
-        rows = head.W.index_select(0, indices.reshape(-1)).view(*indices.shape, head.d)
-        recon = float(normalized_mse(xt, torch.bmm(values.unsqueeze(1), rows).squeeze(1) + head.b_pre))
+        tops = _Prefixes(xt, head.W, head.b_lat, head.b_pre, [k])  # sparse: no dense (n, h) code
+        recon = float(normalized_mse(xt, tops.decode(k)))
+        values, indices = tops.code(k)
         active = torch.zeros(head.h, dtype=torch.bool, device=xt.device)
         active[indices[values > 0]] = True
     return {"recon_nmse": recon, "dead_pct": 100.0 * float((~active).float().mean()), "rows": len(x)}

@@ -13,14 +13,13 @@ therefore hands freed heap memory back (``malloc_trim``, about 2 ms) at most onc
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..runtime import glibc
 from .batching import MicroBatcher
 
 TRIM_EVERY_S = 1.0  # at most one malloc_trim a second
@@ -28,10 +27,8 @@ TRIM_EVERY_S = 1.0  # at most one malloc_trim a second
 
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim`` (None where the C library has none: musl, macOS)."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
+    libc = glibc()
+    return None if libc is None else libc.malloc_trim
 
 
 class TooLong(ValueError):
