@@ -14,6 +14,7 @@ HEAD_NAME = "head.safetensors"
 CARD_NAME = "README.md"
 BACKBONE_DIR = "backbone"
 FORMAT = "csr-adapter/1"
+DOCUMENT_CODINGS = ("topk", "pursuit")
 
 
 @dataclass
@@ -30,6 +31,10 @@ class CSRConfig:
     query_k: int | None = None          # queries are coded at max(k, query_k) latents (None: same k as documents)
     query_prefix: str = ""
     document_prefix: str = ""
+    document_coding: str = "topk"       # "topk" (the encoder's top-k) or "pursuit" (matching pursuit over the
+                                        # decoder rows; see CSRHead.pursuit): how documents are coded
+    rescore_depth: int = 0              # > 0: search re-scores this many best code-matches by the cosine of the
+                                        # query's dense vector and each document's decoded code (0 = off)
     format: str = FORMAT
     training: dict = field(default_factory=dict)
     scores: dict = field(default_factory=dict)
@@ -47,6 +52,10 @@ class CSRConfig:
         if self.query_k is not None and (isinstance(self.query_k, bool) or not isinstance(self.query_k, int)
                                          or not 1 <= self.query_k <= self.h):
             raise ValueError(f"config query_k must be null or an int in [1, h={self.h}], got {self.query_k!r}")
+        if self.document_coding not in DOCUMENT_CODINGS:
+            raise ValueError(f"document_coding must be one of {DOCUMENT_CODINGS}, got {self.document_coding!r}")
+        if isinstance(self.rescore_depth, bool) or not isinstance(self.rescore_depth, int) or self.rescore_depth < 0:
+            raise ValueError(f"config rescore_depth must be an int >= 0, got {self.rescore_depth!r}")
         if self.truncation_side not in ("left", "right"):
             raise ValueError(f"truncation_side must be 'left' or 'right', got {self.truncation_side!r}")
 

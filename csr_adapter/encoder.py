@@ -21,6 +21,8 @@ from .onnx_backbone import check_runtime
 from .runtime import resolve_device
 from .sparse import SparseEmbedding, SparseEmbeddings
 
+PURSUIT_MAX_K = 64  # documents asked for more latents are coded by the top-k (pursuit costs k matmuls)
+
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
 
@@ -108,13 +110,16 @@ class CSREncoder:
     def model_id(self) -> str:
         """Identity of head weights + backbone (used to refuse mixing models in one index).
 
-        ``config.query_k`` is not part of it: it changes how queries are coded, never the stored documents.
+        ``config.query_k`` and ``config.rescore_depth`` are not part of it: they change how queries are coded and
+        scored, never the stored documents. ``config.document_coding`` is, when it is not the top-k.
         """
         if self._model_id is None:
             digest = hashlib.sha256(self.backbone.fingerprint().encode())
             for name, tensor in sorted(self.head.state_dict().items()):
                 digest.update(name.encode())
                 digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            if self.config.document_coding != "topk":
+                digest.update(f"document_coding={self.config.document_coding}".encode())
             self._model_id = digest.hexdigest()[:16]
         return self._model_id
 
@@ -232,6 +237,8 @@ class CSREncoder:
         ``budget``: ``fixed`` (top-k per row), ``threshold`` or ``corpus`` (see :mod:`csr_adapter.budget`).
         ``role="query"`` with a fixed budget codes at ``max(k, config.query_k)`` latents: a wider query code
         scored against k-sparse documents (asymmetric codes; document storage is unchanged).
+        ``role="document"`` with ``config.document_coding == "pursuit"`` codes by matching pursuit over the decoder
+        rows (:meth:`CSRHead.pursuit`) for ``k <= 64``, by the top-k above.
         """
         k = check_k(self.k if k is None else k, self.h)
         if role == "query" and budget == "fixed" and self.config.query_k is not None:
@@ -246,10 +253,47 @@ class CSREncoder:
             return _budget.sparsify(self, x, budget, k, role, normalize)
         if x.shape[0] == 0:
             return SparseEmbeddings.empty(self.h)
-        values, indices = self.head.pre_activation(x.to(self.device)).topk(k, dim=-1)
+        if role == "document" and self.config.document_coding == "pursuit" and k <= PURSUIT_MAX_K:
+            values, indices = self.head.pursuit(x.to(self.device), k)
+        else:
+            values, indices = self.head.pre_activation(x.to(self.device)).topk(k, dim=-1)
         values[(x == 0).all(dim=1).to(self.device)] = 0.0  # empty text -> empty row
         normalize = self.config.normalize if normalize is None else normalize
         return SparseEmbeddings.from_topk(values.cpu().numpy(), indices.cpu().numpy(), self.h, normalize=normalize)
+
+    def rescore(self, query: np.ndarray, codes: Sequence[SparseEmbedding]) -> np.ndarray:
+        """Cosine of one query's backbone vector ``query`` ``(d,)`` and each document code decoded through the
+        head's rows (``sum_i v_i W_i``; scale-free, so stored normalised codes work): the score that
+        ``config.rescore_depth`` puts on the best code matches. An empty code scores 0."""
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        W = self.head.W.detach().cpu().numpy()
+        out = np.zeros(len(codes), dtype=np.float32)
+        for j, code in enumerate(codes):
+            idx = np.asarray(code.indices, dtype=np.int64)
+            if len(idx):
+                decoded = np.asarray(code.values, dtype=np.float32) @ W[idx]
+                out[j] = float(decoded @ q) / max(float(np.linalg.norm(decoded)), 1e-12)
+        return out
+
+    def score_matrix(self, queries: np.ndarray, qcodes: SparseEmbeddings, dcodes: SparseEmbeddings) -> np.ndarray:
+        """``(n_queries, n_docs)`` scores as search ranks them: code dot products, and with
+        ``config.rescore_depth`` the best ``rescore_depth`` positive matches of each query re-scored by
+        :meth:`rescore`, placed above the rest (``2 + cosine``). ``queries`` are the backbone vectors."""
+        scores = np.asarray(qcodes.dot(dcodes), dtype=np.float32)
+        depth = min(self.config.rescore_depth, scores.shape[1])
+        if not depth:
+            return scores
+        W = self.head.W.detach().cpu().numpy()
+        decoded = np.asarray(dcodes.to_scipy() @ W, dtype=np.float32)
+        decoded /= np.maximum(np.linalg.norm(decoded, axis=1, keepdims=True), 1e-12)
+        q = np.asarray(queries, dtype=np.float32)
+        cos = (q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)) @ decoded.T
+        top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+        picked = np.take_along_axis(scores, top, 1) > 0
+        rows = np.repeat(np.arange(len(scores))[:, None], depth, 1)
+        scores[rows[picked], top[picked]] = 2.0 + cos[rows[picked], top[picked]]
+        return scores
 
     def encode(
         self, texts: str | Sequence[str], k: int | None = None, batch_size: int = 32,
@@ -340,6 +384,8 @@ class CSREncoder:
         config_out.h = head.h  # the adapted head may be wider than this one (see AdaptConfig.h)
         config_out.k = cfg.k
         config_out.query_k = None if cfg.query_k is None else min(cfg.query_k, head.h)
+        # an adapted head's own top-k codes score as well as pursuit + re-scoring (dev sets ADI, TIME)
+        config_out.document_coding, config_out.rescore_depth = "topk", 0
         config_out.training = {"method": "CSRv2 corpus adaptation", "base_model_id": self.model_id,
                                "base_training": self.config.training, "adapt": cfg.to_dict(),
                                "adapt_report": report.to_dict()}

@@ -7,6 +7,8 @@ Math (x is the L2-normalised backbone embedding, shape ``(B, d)``)::
     x^  = W^T z + b_pre                  tied decoder
 
 ``k`` is chosen per call, so one trained head serves any ``1 <= k <= h``. Top-k runs in fp32.
+:meth:`CSRHead.pursuit` codes over the same decoder rows by non-negative matching pursuit instead (a closer
+reconstruction from the same k rows, at k small matmuls per batch).
 Nothing is masked in place: ``pre`` is never modified, so callers may reuse it (e.g. for the 4k
 reconstruction and AuxK during training).
 """
@@ -55,6 +57,29 @@ class CSRHead(nn.Module):
     def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """k-sparse code ``z`` (dense layout, shape ``(B, h)``)."""
         return topk_relu(self.pre_activation(x), check_k(k, self.h))
+
+    @torch.no_grad()
+    def pursuit(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(values, indices)``, each ``(B, k)``: non-negative orthogonal matching pursuit of ``x - b_pre`` over
+        the decoder rows. Each step adds the row most correlated with the residual, then re-fits all chosen
+        rows' coefficients by least squares (clipped at 0). Entries are in selection order, so the code at a
+        smaller k names a prefix of these rows (with its own re-fitted values)."""
+        k = check_k(k, self.h)
+        target = x.float() - self.b_pre
+        W = self.W.float()
+        residual = target
+        indices = torch.empty(len(x), 0, dtype=torch.long, device=x.device)
+        values = target.new_zeros(len(x), 0)
+        ridge = 1e-6 * torch.eye(k, device=x.device)
+        for step in range(1, k + 1):
+            corr = residual @ W.T
+            corr.scatter_(1, indices, float("-inf"))  # each row once
+            indices = torch.cat([indices, corr.argmax(dim=1, keepdim=True)], dim=1)
+            rows = W[indices]  # (B, step, d)
+            gram = rows @ rows.transpose(1, 2) + ridge[:step, :step]
+            values = torch.linalg.solve(gram, (rows @ target.unsqueeze(-1))).squeeze(-1).clamp_min(0)
+            residual = target - (values.unsqueeze(1) @ rows).squeeze(1)
+        return values, indices
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstruction ``W^T z + b_pre``, shape ``(B, d)``."""

@@ -122,8 +122,9 @@ class FallbackSearcher:
             return Answer(self._dense(dense, top_k, filter), "no_sparse")
         if len(code) == 0 and self.dense is not None:
             return Answer(self._dense(dense, top_k, filter), "empty_code")
+        depth = self._code_rescore_depth(dense)
         try:
-            raw = self.sparse.search(code, top_k=self.rerank_depth if self.rerank else top_k, filter=filter)
+            raw = self.sparse.search(code, top_k=self.rerank_depth if self.rerank else max(top_k, depth), filter=filter)
         except Exception as exc:  # unreachable server, lost collection, closed shard: serve dense, say so once
             if self.dense is None or isinstance(exc, TypeError):
                 raise
@@ -137,6 +138,8 @@ class FallbackSearcher:
         missing: set[str] = set()
         if self.rerank:
             hits, missing = self._rescore(hits, dense, "rerank")
+        elif depth and hits:
+            hits = self._rescore_codes(hits, dense)
         hits = hits[:top_k]
         want = top_k if self.min_hits is None else min(self.min_hits, top_k)
         if positive >= want or self.dense is None:
@@ -160,6 +163,26 @@ class FallbackSearcher:
         for h in hits:
             h.served_by = "dense"
         return hits
+
+    def _code_rescore_depth(self, dense: np.ndarray | None) -> int:
+        """The model's ``rescore_depth`` (0 without an encoder, a query vector, or with the dense rerank)."""
+        config = getattr(self.encoder, "config", None)
+        if self.rerank or dense is None or config is None or "retrieve" not in capabilities_of(self.sparse):
+            return 0
+        return int(getattr(config, "rescore_depth", 0) or 0)
+
+    def _rescore_codes(self, hits: list[SearchHit], dense: np.ndarray) -> list[SearchHit]:
+        """Sparse hits re-scored by the cosine of the query vector and each hit's decoded stored code
+        (:meth:`~csr_adapter.CSREncoder.rescore`), best first; a hit whose code cannot be read keeps its place
+        after them."""
+        codes = {p.id: p.sparse for p in self.sparse.retrieve([h.id for h in hits], with_vectors=True)
+                 if p.sparse is not None}
+        known = [h for h in hits if h.id in codes]
+        scores = self.encoder.rescore(dense, [codes[h.id] for h in known]) if known else []
+        for h, score in zip(known, scores):
+            h.score = float(score)
+        known.sort(key=lambda h: -h.score)
+        return known + [h for h in hits if h.id not in codes]
 
     def _rescore(self, hits: list[SearchHit], dense: np.ndarray, label: str) -> tuple[list[SearchHit], set[str]]:
         """Sparse hits re-scored by dense cosine, best first; ids the dense index lacks keep their

@@ -121,7 +121,8 @@ def evaluate_sparse(encoder, docs: np.ndarray, queries: np.ndarray, data: BeirDa
     for k in ks:
         dcodes = encoder.sparsify(docs, k=k, budget=budget, role="document")
         qcodes = encoder.sparsify(queries, k=k, budget=query_mode(encoder, budget, k), role="query")
-        run = rank(qcodes.dot(dcodes), list(data.queries), list(data.corpus), positive_only=True)
+        run = rank(encoder.score_matrix(queries, qcodes, dcodes), list(data.queries), list(data.corpus),
+                   positive_only=True)
         rows.append({"k": int(k), "budget": budget, **retrieval_metrics(run, data.qrels), **code_stats(dcodes),
                      "doc_active": nnz_stats(dcodes), "query_active": nnz_stats(qcodes),
                      "postings_per_query": postings_per_query(qcodes, dcodes)})

@@ -31,7 +31,8 @@ def sparse_ndcg(encoder, docs: np.ndarray, queries: np.ndarray, data, ks: Sequen
     out = {}
     for k in ks:
         dcodes, qcodes = encoder.sparsify(docs, k, role="document"), encoder.sparsify(queries, k, role="query")
-        run = rank(qcodes.dot(dcodes), list(data.queries), list(data.corpus), positive_only=True)
+        run = rank(encoder.score_matrix(queries, qcodes, dcodes), list(data.queries), list(data.corpus),
+                   positive_only=True)
         out[k] = {**retrieval_metrics(run, data.qrels), **code_stats(dcodes)}
     return out
 
