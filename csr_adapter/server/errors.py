@@ -64,13 +64,20 @@ def _clean(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 _UNION_TAGS = {"str", "int", "float", "bool", "list[str]", "list[union[str,int,float,bool]]"}
 
 
+def _loc_part(part: Any) -> str:
+    """One step of an error's location; a key with a line break or other unprintable character is quoted
+    (``'\\n'``), so the message stays one line."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
+
+
 def _validation_message(detail: list[dict[str, Any]]) -> str:
     if not detail:
         return "invalid request"
     first = detail[0]
     if first["type"] == "json_invalid":
         return "request body is not valid JSON"
-    where = ".".join(str(p) for p in first["loc"] if p != "body" and str(p) not in _UNION_TAGS) or "body"
+    where = ".".join(_loc_part(p) for p in first["loc"] if p != "body" and str(p) not in _UNION_TAGS) or "body"
     more = f" (and {len(detail) - 1} more)" if len(detail) > 1 else ""
     msg = first["msg"].removeprefix("Value error, ")  # pydantic's prefix on a validator's ValueError
     return f"{where}: {msg}{more}"
