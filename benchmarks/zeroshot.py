@@ -148,7 +148,10 @@ def markdown(res: dict) -> str:
     heads = [h for h in HEADS if all(h in r for r in sets.values())]
     lines += ["Documents are coded at k; queries at k, or at 64 where the row says so (asymmetric codes: the",
               "stored index is the same). *dense, same bytes*: dense cut to 2k float32 dims, the bytes of a",
-              "k-entry code (int32 index + float32 value per entry).", "",
+              "k-entry code (int32 index + float32 value per entry). The default head's rows are scored as it is",
+              "served: documents coded by matching pursuit over its rows, the best 100 code matches of each query",
+              "re-scored by the cosine of the query vector and the decoded document code (`document_coding`,",
+              "`rescore_depth` in its config); adapted heads use their top-k codes and code scores.", "",
               "| set | docs | dense 384 | dense 32 | dense 64 | head | " + " | ".join(f"k={k}" for k in KS)
               + " | adapt s / encode s |", "|" + "---|" * 12]
     for name, r in sets.items():

@@ -50,6 +50,7 @@ CAPABILITIES: dict[str, str] = {
     "scroll": "scroll(fields) lists every (id, payload), for resumable ingest",
     "optimize": "optimize() after a bulk write",
     "retrieve": "retrieve(ids, with_vectors) -> stored points",
+    "hit_vectors": "search(query, top_k, filter, with_vectors=True) puts each hit's stored code on SearchHit.code",
     "batch": "search_batch(queries, top_k, filter) for many queries of the search() kind",
 }
 
@@ -178,6 +179,7 @@ class SearchHit:
     score: float
     payload: dict[str, Any] = field(default_factory=dict)
     served_by: str = "sparse"
+    code: SparseEmbedding | None = field(default=None, repr=False)  # the stored code, when asked for (hit_vectors)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "score": self.score, "payload": self.payload, "served_by": self.served_by}

@@ -124,7 +124,11 @@ class FallbackSearcher:
             return Answer(self._dense(dense, top_k, filter), "empty_code")
         depth = self._code_rescore_depth(dense)
         try:
-            raw = self.sparse.search(code, top_k=self.rerank_depth if self.rerank else max(top_k, depth), filter=filter)
+            if depth and "hit_vectors" in capabilities_of(self.sparse):  # the codes come with the hits
+                raw = self.sparse.search(code, top_k=max(top_k, depth), filter=filter, with_vectors=True)
+            else:
+                raw = self.sparse.search(code, top_k=self.rerank_depth if self.rerank else max(top_k, depth),
+                                         filter=filter)
         except Exception as exc:  # unreachable server, lost collection, closed shard: serve dense, say so once
             if self.dense is None or isinstance(exc, TypeError):
                 raise
@@ -167,7 +171,8 @@ class FallbackSearcher:
     def _code_rescore_depth(self, dense: np.ndarray | None) -> int:
         """The model's ``rescore_depth`` (0 without an encoder, a query vector, or with the dense rerank)."""
         config = getattr(self.encoder, "config", None)
-        if self.rerank or dense is None or config is None or "retrieve" not in capabilities_of(self.sparse):
+        if self.rerank or dense is None or config is None or not {"retrieve", "hit_vectors"} & capabilities_of(
+                self.sparse):
             return 0
         return int(getattr(config, "rescore_depth", 0) or 0)
 
@@ -175,8 +180,10 @@ class FallbackSearcher:
         """Sparse hits re-scored by the cosine of the query vector and each hit's decoded stored code
         (:meth:`~csr_adapter.CSREncoder.rescore`), best first; a hit whose code cannot be read keeps its place
         after them."""
-        codes = {p.id: p.sparse for p in self.sparse.retrieve([h.id for h in hits], with_vectors=True)
-                 if p.sparse is not None}
+        codes = {h.id: h.code for h in hits if h.code is not None}
+        if len(codes) < len(hits) and "retrieve" in capabilities_of(self.sparse):  # engines without hit_vectors
+            codes.update({p.id: p.sparse for p in self.sparse.retrieve([h.id for h in hits if h.id not in codes],
+                                                                       with_vectors=True) if p.sparse is not None})
         known = [h for h in hits if h.id in codes]
         scores = self.encoder.rescore(dense, [codes[h.id] for h in known]) if known else []
         for h, score in zip(known, scores):
@@ -229,14 +236,18 @@ class WithFallback:
         self.meta = sparse.meta
         have_sparse, have_dense = capabilities_of(sparse), capabilities_of(dense)
         self.capabilities = frozenset(
-            (have_sparse & {"sparse", "hybrid", "retrieve"}) | (have_dense & {"dense", "score_ids"})
+            (have_sparse & {"sparse", "hybrid", "retrieve", "hit_vectors"}) | (have_dense & {"dense", "score_ids"})
             | (have_sparse & have_dense & {"filters"}) | {"scroll", "optimize"})
 
     def search(self, query: SparseEmbedding | np.ndarray, top_k: int = 10,
-               filter: dict[str, Any] | None = None) -> list[SearchHit]:
-        """A sparse code searches the sparse side, a dense vector the fallback."""
-        side = self.sparse if isinstance(query, SparseEmbedding) else self.dense
-        return side.search(query, top_k=top_k, filter=filter)
+               filter: dict[str, Any] | None = None, with_vectors: bool = False) -> list[SearchHit]:
+        """A sparse code searches the sparse side, a dense vector the fallback (``with_vectors``: sparse hits
+        carry their codes, where the sparse side has ``hit_vectors``)."""
+        if isinstance(query, SparseEmbedding):
+            if with_vectors:
+                return self.sparse.search(query, top_k=top_k, filter=filter, with_vectors=True)
+            return self.sparse.search(query, top_k=top_k, filter=filter)
+        return self.dense.search(query, top_k=top_k, filter=filter)
 
     def hybrid_search(self, sparse: SparseEmbedding, dense: np.ndarray, top_k: int = 10,
                       filter: dict[str, Any] | None = None, rrf_k: int = DEFAULT_RRF_K) -> list[SearchHit]:

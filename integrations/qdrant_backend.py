@@ -65,6 +65,7 @@ class Nearest:
     filter: Any = None  # the transport's filter (see QdrantBackend._filter)
     threshold: float | None = None
     with_payload: bool = True
+    with_vector: bool = False  # return each hit's stored vectors (its code for SearchHit.code)
 
 
 class Transport(Protocol):
@@ -115,9 +116,12 @@ def record_to_point(record: Any, h: int, layout: Layout = LAYOUTS["csr"]) -> Poi
     return Point(str(record.id), layout.load(dict(record.payload or {})), code, dense)
 
 
-def to_hits(points: Any, served_by: str, positive: bool, layout: Layout = LAYOUTS["csr"]) -> list[SearchHit]:
-    """Scored Qdrant points as :class:`SearchHit` s; ``positive`` drops scores <= 0 (as a server does)."""
-    return [SearchHit(str(p.id), float(p.score), layout.load(dict(p.payload or {})), served_by)
+def to_hits(points: Any, served_by: str, positive: bool, layout: Layout = LAYOUTS["csr"],
+            h: int | None = None) -> list[SearchHit]:
+    """Scored Qdrant points as :class:`SearchHit` s; ``positive`` drops scores <= 0 (as a server does); with ``h``
+    each hit carries its stored sparse code (points fetched with their vectors)."""
+    return [SearchHit(str(p.id), float(p.score), layout.load(dict(p.payload or {})), served_by,
+                      record_to_point(p, h, layout).sparse if h is not None else None)
             for p in points if p.score > 0 or not positive]
 
 
@@ -152,7 +156,7 @@ class QdrantBackend(BackendBase):
         except BaseException:
             transport.discard()
             raise
-        self.capabilities = sparse_capabilities(self.meta)
+        self.capabilities = sparse_capabilities(self.meta) | {"hit_vectors"}
         self.layout = LAYOUTS[self.meta.layout]
 
     # -- writes ------------------------------------------------------------------------------------
@@ -219,31 +223,42 @@ class QdrantBackend(BackendBase):
                               for key, values in terms])
 
     def _nearest(self, query: SparseEmbedding | np.ndarray, limit: int, filter: Any,
-                 with_payload: bool = True) -> Nearest:
+                 with_payload: bool = True, with_vector: bool = False) -> Nearest:
         if isinstance(query, SparseEmbedding):
             return Nearest(self.transport.sparse(*sorted_unique(query)), self.layout.sparse, limit, filter, MIN_SCORE,
-                           with_payload)
+                           with_payload, with_vector)
         return Nearest(dense_query(query, self.meta, self.transport.where), DENSE, limit, filter, None, with_payload)
 
     def search_batch(
         self, queries: Sequence[SparseEmbedding] | np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
-        with_payload: bool = True,
+        with_payload: bool = True, with_vectors: bool = False,
     ) -> list[list[SearchHit]]:
-        """:meth:`search` for many queries, planned together where the engine can."""
+        """:meth:`search` for many queries, planned together where the engine can; ``with_vectors``: each sparse
+        hit carries its stored code (``SearchHit.code``)."""
         check_top_k(top_k)
         rows = list(queries)
         live = [r for r in rows if not (isinstance(r, SparseEmbedding) and len(r) == 0)]
         if not live:
             return [[] for _ in rows]
         flt = self._filter(filter)
-        requests = [self._nearest(r, top_k, flt, with_payload) for r in live]
+        requests = [self._nearest(r, top_k, flt, with_payload, with_vectors and isinstance(r, SparseEmbedding))
+                    for r in live]
         results = iter(self.transport.query_batch(requests))
         out = []
         for r in rows:
             sparse = isinstance(r, SparseEmbedding)
             empty = sparse and len(r) == 0
-            out.append([] if empty else to_hits(next(results), "sparse" if sparse else "dense", sparse, self.layout))
+            h = self.meta.h if with_vectors and sparse and self.meta is not None else None
+            out.append([] if empty else to_hits(next(results), "sparse" if sparse else "dense", sparse, self.layout, h))
         return out
+
+    def search(
+        self, query: SparseEmbedding | np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
+        with_payload: bool = True, with_vectors: bool = False,
+    ) -> list[SearchHit]:
+        """Top hits for one sparse code (score > 0 only) or dense vector, best first (``with_vectors``: each
+        sparse hit carries its stored code)."""
+        return self.search_batch([query], top_k, filter, with_payload, with_vectors)[0]
 
     def hybrid_search(
         self, sparse: SparseEmbedding, dense: np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,

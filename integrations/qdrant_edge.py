@@ -195,7 +195,7 @@ class EdgeTransport:
 
     def _request(self, r: Nearest) -> Any:
         return _edge().QueryRequest(limit=r.limit, query=self._nearest(r), filter=r.filter,
-                                    score_threshold=r.threshold, with_payload=r.with_payload, with_vector=False)
+                                    score_threshold=r.threshold, with_payload=r.with_payload, with_vector=r.with_vector)
 
     # -- operations --------------------------------------------------------------------------------
     def upsert(self, points: Sequence[Point], vectors: Sequence[dict[str, Any]]) -> None:

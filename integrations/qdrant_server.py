@@ -140,7 +140,8 @@ class ClientTransport:
     def query(self, request: Nearest) -> list:
         r = request
         return self._call(self.client.query_points, self.collection, query=r.vector, using=r.using, limit=r.limit,
-                          query_filter=r.filter, score_threshold=r.threshold, with_payload=r.with_payload).points
+                          query_filter=r.filter, score_threshold=r.threshold, with_payload=r.with_payload,
+                          with_vectors=[r.using] if r.with_vector else False).points
 
     def query_batch(self, requests: Sequence[Nearest]) -> list[list]:
         return [self.query(r) for r in requests]

@@ -230,6 +230,8 @@ def test_capabilities_match_behaviour(filled: Backend, data: dict[str, Any]) -> 
         "scroll": lambda: len(list(filled.scroll([]))) == N,
         "optimize": lambda: filled.optimize() is None,
         "retrieve": lambda: [p.payload for p in filled.retrieve([ids[6], MISSING_ID])] == [data["payloads"][6]],
+        "hit_vectors": lambda: [(h.id, sorted(h.code.indices.tolist())) for h in filled.search(
+            code, top_k=1, with_vectors=True)] == [(ids[6], sorted(code.indices.tolist()))],
         "batch": lambda: [r[0].id for r in filled.search_batch(
             [code, data["codes"][7]] if "sparse" in caps else np.stack([vec, data["dense"][7]]), top_k=2)]
         == [ids[6], ids[7]],

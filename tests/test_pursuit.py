@@ -107,6 +107,12 @@ def test_search_serves_the_re_scored_order_from_a_real_embedded_collection(encod
             codes, dense = searcher.encode([query])
             raw = searcher.sparse.search(codes[0], top_k=encoder.config.rescore_depth)
             stored = {p.id: p.sparse for p in searcher.sparse.retrieve([h.id for h in raw], with_vectors=True)}
+            with_codes = searcher.sparse.search(codes[0], top_k=encoder.config.rescore_depth, with_vectors=True)
+            assert [h.id for h in with_codes] == [h.id for h in raw] and all(h.code is not None for h in with_codes)
+            for h in with_codes:  # the codes that come with the hits are the stored ones
+                assert h.code.indices.tolist() == stored[h.id].indices.tolist()
+                np.testing.assert_allclose(h.code.values, stored[h.id].values)
+            assert all(h.code is None for h in raw)
         finally:
             searcher.close()
         expect = encoder.rescore(dense[0], [stored[h.id] for h in raw if h.score > 0])
