@@ -267,13 +267,18 @@ class CSREncoder:
         ``config.rescore_depth`` puts on the best code matches. An empty code scores 0."""
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
-        W = self.head.W.detach().cpu().numpy()
         out = np.zeros(len(codes), dtype=np.float32)
-        for j, code in enumerate(codes):
-            idx = np.asarray(code.indices, dtype=np.int64)
-            if len(idx):
-                decoded = np.asarray(code.values, dtype=np.float32) @ W[idx]
-                out[j] = float(decoded @ q) / max(float(np.linalg.norm(decoded)), 1e-12)
+        lengths = np.fromiter((len(c.indices) for c in codes), dtype=np.int64, count=len(codes))
+        if not lengths.sum():
+            return out
+        W = self.head.W.detach().cpu().numpy()
+        indices = np.zeros((len(codes), int(lengths.max())), dtype=np.int64)  # padded: index 0 with value 0
+        values = np.zeros(indices.shape, dtype=np.float32)
+        for row, code in enumerate(codes):
+            indices[row, :len(code.indices)], values[row, :len(code.values)] = code.indices, code.values
+        decoded = (values[:, None, :] @ W[indices])[:, 0]  # (n, d)
+        nonempty = lengths > 0
+        out[nonempty] = decoded[nonempty] @ q / np.maximum(np.linalg.norm(decoded[nonempty], axis=1), 1e-12)
         return out
 
     def score_matrix(self, queries: np.ndarray, qcodes: SparseEmbeddings, dcodes: SparseEmbeddings) -> np.ndarray:

@@ -124,8 +124,10 @@ class FallbackSearcher:
             return Answer(self._dense(dense, top_k, filter), "empty_code")
         depth = self._code_rescore_depth(dense)
         try:
-            if depth and "hit_vectors" in capabilities_of(self.sparse):  # the codes come with the hits
-                raw = self.sparse.search(code, top_k=max(top_k, depth), filter=filter, with_vectors=True)
+            if depth and {"hit_vectors", "retrieve"} <= capabilities_of(self.sparse):
+                # the codes come with the hits; payloads are read afterwards for the top_k kept only
+                raw = self.sparse.search(code, top_k=max(top_k, depth), filter=filter, with_vectors=True,
+                                         with_payload=False)
             else:
                 raw = self.sparse.search(code, top_k=self.rerank_depth if self.rerank else max(top_k, depth),
                                          filter=filter)
@@ -143,7 +145,7 @@ class FallbackSearcher:
         if self.rerank:
             hits, missing = self._rescore(hits, dense, "rerank")
         elif depth and hits:
-            hits = self._rescore_codes(hits, dense)
+            hits = self._rescore_codes(hits, dense, top_k)
         hits = hits[:top_k]
         want = top_k if self.min_hits is None else min(self.min_hits, top_k)
         if positive >= want or self.dense is None:
@@ -176,20 +178,28 @@ class FallbackSearcher:
             return 0
         return int(getattr(config, "rescore_depth", 0) or 0)
 
-    def _rescore_codes(self, hits: list[SearchHit], dense: np.ndarray) -> list[SearchHit]:
-        """Sparse hits re-scored by the cosine of the query vector and each hit's decoded stored code
-        (:meth:`~csr_adapter.CSREncoder.rescore`), best first; a hit whose code cannot be read keeps its place
-        after them."""
+    def _rescore_codes(self, hits: list[SearchHit], dense: np.ndarray, top_k: int) -> list[SearchHit]:
+        """The best ``top_k`` sparse hits re-scored by the cosine of the query vector and each hit's decoded stored
+        code (:meth:`~csr_adapter.CSREncoder.rescore`), best first; hits whose code cannot be read keep their
+        order after them. Hits that came without payloads (``hit_vectors``) get theirs for the kept ones."""
         codes = {h.id: h.code for h in hits if h.code is not None}
-        if len(codes) < len(hits) and "retrieve" in capabilities_of(self.sparse):  # engines without hit_vectors
-            codes.update({p.id: p.sparse for p in self.sparse.retrieve([h.id for h in hits if h.id not in codes],
-                                                                       with_vectors=True) if p.sparse is not None})
+        stored = {}
+        if len(codes) < len(hits):  # engines without hit_vectors: read the codes (and payloads) by id
+            stored = {p.id: p for p in self.sparse.retrieve([h.id for h in hits if h.id not in codes],
+                                                            with_vectors=True)}
+            codes.update({i: p.sparse for i, p in stored.items() if p.sparse is not None})
         known = [h for h in hits if h.id in codes]
         scores = self.encoder.rescore(dense, [codes[h.id] for h in known]) if known else []
         for h, score in zip(known, scores):
-            h.score = float(score)
+            h.score, h.code = float(score), None
         known.sort(key=lambda h: -h.score)
-        return known + [h for h in hits if h.id not in codes]
+        kept = (known + [h for h in hits if h.id not in codes])[:top_k]
+        need = [h.id for h in kept if h.id not in stored and not h.payload]
+        if need:
+            payloads = {p.id: p.payload for p in self.sparse.retrieve(need, with_vectors=False)}
+            for h in kept:
+                h.payload = payloads.get(h.id, h.payload)
+        return kept
 
     def _rescore(self, hits: list[SearchHit], dense: np.ndarray, label: str) -> tuple[list[SearchHit], set[str]]:
         """Sparse hits re-scored by dense cosine, best first; ids the dense index lacks keep their

@@ -121,8 +121,15 @@ def to_hits(points: Any, served_by: str, positive: bool, layout: Layout = LAYOUT
     """Scored Qdrant points as :class:`SearchHit` s; ``positive`` drops scores <= 0 (as a server does); with ``h``
     each hit carries its stored sparse code (points fetched with their vectors)."""
     return [SearchHit(str(p.id), float(p.score), layout.load(dict(p.payload or {})), served_by,
-                      record_to_point(p, h, layout).sparse if h is not None else None)
+                      _hit_code(p, h, layout.sparse) if h is not None else None)
             for p in points if p.score > 0 or not positive]
+
+
+def _hit_code(point: Any, h: int, name: str) -> SparseEmbedding | None:
+    """The stored sparse code a point came back with (``None`` when it came without)."""
+    vector = point.vector.get(name) if isinstance(point.vector, dict) else None
+    return None if vector is None else SparseEmbedding(np.asarray(vector.indices, np.int32),
+                                                       np.asarray(vector.values, np.float32), h)
 
 
 def chunked(items: list, size: int) -> Iterator[list]:

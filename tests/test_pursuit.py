@@ -8,6 +8,7 @@ import torch
 
 from csr_adapter import CSREncoder
 from csr_adapter.config import CSRConfig
+from csr_adapter.sparse import SparseEmbedding
 from csr_adapter.training.adapt import AdaptConfig
 
 
@@ -66,6 +67,9 @@ def test_score_matrix_re_scores_the_best_code_matches_by_the_decoded_cosine(enco
         decoded = dcodes.to_dense()[picked] @ encoder.head.W.detach().numpy()
         cos = decoded @ queries[i] / np.linalg.norm(decoded, axis=1) / np.linalg.norm(queries[i])
         np.testing.assert_allclose(expect, cos, rtol=1e-4, atol=1e-5)
+    empty = SparseEmbedding(np.zeros(0, np.int32), np.zeros(0, np.float32), encoder.h)
+    mixed = encoder.rescore(queries[0], [empty, dcodes[0], empty])
+    assert mixed[0] == mixed[2] == 0.0 and mixed[1] == pytest.approx(encoder.rescore(queries[0], [dcodes[0]])[0])
     off = CSREncoder(encoder.backbone, encoder.head,
                      CSRConfig.from_dict({**encoder.config.to_dict(), "rescore_depth": 0}), device="cpu")
     np.testing.assert_array_equal(off.score_matrix(queries, qcodes, dcodes), plain)
@@ -120,5 +124,7 @@ def test_search_serves_the_re_scored_order_from_a_real_embedded_collection(encod
         assert [h.id for h in hits] == [i for _, i in best]
         np.testing.assert_allclose([h.score for h in hits], [s for s, _ in best], rtol=1e-5)
         assert [h.id for h in hits] != [h.id for h in raw[:5]]  # the re-scoring changed the order here
+        plain = {h.id: h.payload for h in raw}
+        assert all(h.payload == plain[h.id] and h.payload["text"] for h in hits)  # payloads read for the kept hits
     finally:
         col.close()

@@ -33,7 +33,7 @@ from ..encoder import CSREncoder
 from ..head import CSRHead
 from .adapt import AdaptConfig, adapt_head
 from .broad import BROAD_SETS, broad_texts
-from .zeroshot import KS, markdown_table, mean_pct, score_sets
+from .zeroshot import KS, dead_pct_union, markdown_table, mean_pct, score_sets
 
 COMMAND = "make default-model"
 DEV_SETS = ("adi", "med", "time")
@@ -93,9 +93,12 @@ def train_head(encoder: CSREncoder, texts: dict[str, list[str]], h: int, steps: 
     return CSREncoder(encoder.backbone, head, config, device=str(encoder.device)), report.to_dict()
 
 
-def card_text(scores: dict[str, dict]) -> str:
-    """The model card's zero-shot section: every set, dev and held-out means."""
-    groups = {"held-out (CACM, LISA, SciFact)": HELD_OUT_SETS, "dev (ADI, MED, TIME)": DEV_SETS}
+def card_text(scores: dict[str, dict], dead_pct: float | None = None) -> str:
+    """The model card's zero-shot section: every set, dev, held-out and all-set means, dead latents."""
+    groups = {"held-out (CACM, LISA, SciFact)": HELD_OUT_SETS, "dev (ADI, MED, TIME)": DEV_SETS,
+              "all six": HELD_OUT_SETS + DEV_SETS}
+    dead = ("" if dead_pct is None else f"\nDead latents at k = 8 (used by no document of these {len(scores)} "
+            f"corpora together): {dead_pct:.1f}%.\n")
     return ("## Zero-shot quality (nDCG@10, % of dense MiniLM)\n\n"
             "None of these sets' text (corpus or queries) was trained on. Documents are coded at k by matching "
             "pursuit over the head's rows (`document_coding`), queries at k = 64 (`query_k`); search re-scores "
@@ -103,7 +106,7 @@ def card_text(scores: dict[str, dict]) -> str:
             "document code (`rescore_depth`). The dev sets chose the settings; the held-out sets were scored "
             "once, after. "
             "Adapting the head to your corpus (`csr-adapter ingest` does it by default) scores higher: "
-            "see `benchmarks/results/zeroshot.md`.\n\n" + markdown_table(scores, groups)
+            "see `benchmarks/results/zeroshot.md`.\n\n" + markdown_table(scores, groups) + dead
             + "\nReproduce: `make default-model` (scores every set after training).\n\n"
             "**In domain.** A head trained on a collection's own corpus and labelled queries scores far higher on "
             "it: the in-domain SciFact head (SciFact corpus + train qrels + Banking77, h = 1536) is a separate, "
@@ -142,7 +145,7 @@ def build(data: Path, out: Path | None, h: int, steps: int, sets: tuple[str, ...
         enc, _ = train_head(base, texts, h, steps, progress=progress)
     scores = score_sets(enc, data, sets, KS, progress=progress)
     if out is not None:
-        enc.config.training["card"] = card_text(scores)
+        enc.config.training["card"] = card_text(scores, dead_pct_union(enc, data, list(scores)))
         enc.config.scores = {"zero-shot nDCG@10 (test splits; no text of these sets trained on)": {
             "rows": [{"set": n, "dense": r["dense"], **{f"k={k}": r["ndcg"][k] for k in KS}}
                      for n, r in scores.items()], "command": COMMAND}}

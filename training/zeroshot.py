@@ -54,6 +54,18 @@ def score_sets(encoder, data_dir: str | Path, names: Iterable[str], ks: Sequence
     return out
 
 
+def dead_pct_union(encoder, data_dir: str | Path, names: Iterable[str], k: int = 8) -> float:
+    """% of the head's latents no document of any of the named sets' corpora uses at ``k`` (document codes)."""
+    from .beir import load_beir
+    from .evaluate import embed_beir
+
+    active = np.zeros(encoder.h, dtype=bool)
+    for name in names:
+        docs, _ = embed_beir(encoder, load_beir(Path(data_dir) / name, "test"), show_progress_bar=False)
+        active[encoder.sparsify(docs, k, role="document").indices] = True
+    return 100.0 * float((~active).mean())
+
+
 def mean_pct(scores: dict[str, dict], names: Iterable[str], k: int) -> float:
     """Mean over ``names`` of nDCG@10 at ``k`` as % of the set's dense nDCG@10."""
     names = list(names)
