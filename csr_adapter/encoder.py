@@ -331,7 +331,8 @@ class CSREncoder:
 
     def similarity(self, a: SparseEmbeddings | SparseEmbedding, b: SparseEmbeddings | SparseEmbedding) -> np.ndarray:
         """Sparse dot products, shape ``(len(a), len(b))`` float32 (a single row counts as a batch of one),
-        as sentence-transformers' ``similarity``. Codes are L2-normalised, so this is their cosine."""
+        as sentence-transformers' ``similarity``. Codes are L2-normalised, so this is their cosine. Search ranks a
+        model with ``config.rescore_depth`` (the shipped default) by :meth:`score_matrix` instead."""
         return _as_batch(a, "a", self.h).dot(_as_batch(b, "b", self.h))
 
     def with_query_k(self, query_k: int | None) -> CSREncoder:
@@ -400,6 +401,7 @@ class CSREncoder:
     def info(self) -> dict:
         """Shape, identity and files of this model (what ``csr-adapter info`` prints)."""
         return {"model_id": self.model_id, "backbone": self.config.backbone, "d": self.d, "h": self.h,
-                "k": self.k, "query_k": self.config.query_k, "max_seq_length": self.backbone.max_seq_length,
+                "k": self.k, "query_k": self.config.query_k, "document_coding": self.config.document_coding,
+                "rescore_depth": self.config.rescore_depth, "max_seq_length": self.backbone.max_seq_length,
                 "device": str(self.device), "runtime": self.backbone.runtime,
                 "training": self.config.training, "scores": self.config.scores}

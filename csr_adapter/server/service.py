@@ -185,7 +185,8 @@ class Service:
             "version": __version__, "sha": None, "docker_label": None,
             "csr_adapter": {
                 "model": model, "model_id": enc.model_id, "backbone": enc.config.backbone, "d": enc.d, "h": enc.h,
-                "k": enc.k, "query_k": enc.config.query_k, "max_seq_length": seq, "device": str(enc.device),
+                "k": enc.k, "query_k": enc.config.query_k, "document_coding": enc.config.document_coding,
+                "rescore_depth": enc.config.rescore_depth, "max_seq_length": seq, "device": str(enc.device),
                 "runtime": enc.backbone.runtime,
                 "collections": list(self.collections), "limits": cfg.limits(),
                 "batching": {"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms,
