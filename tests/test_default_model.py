@@ -10,7 +10,16 @@ from csr_adapter import CSREncoder
 from csr_adapter.config import CSRConfig
 from csr_adapter.encoder import DEFAULT_MODEL_DIR
 from csr_adapter.training.broad import BROAD_SETS, EVAL_SETS
-from csr_adapter.training.default_model import COMMAND, DEFAULT_SETTINGS, card_text, train_head, training_texts
+from csr_adapter.training.default_model import (
+    COMMAND,
+    DEFAULT_SETTINGS,
+    DOCUMENT_CODING,
+    RECIPE,
+    RESCORE_DEPTH,
+    card_text,
+    train_head,
+    training_texts,
+)
 from csr_adapter.training.zeroshot import score_sets
 
 
@@ -21,6 +30,8 @@ def test_shipped_default_is_the_builders_head():
     assert (conf.h, conf.k, conf.query_k) == (DEFAULT_SETTINGS["h"], 8, DEFAULT_SETTINGS["query_k"])
     assert conf.backbone == "all-MiniLM-L6-v2" and t["backbone_finetuned"] is False and t["command"] == COMMAND
     assert t["settings"]["steps"] == DEFAULT_SETTINGS["steps"] and t["settings"]["init"] == "scratch"
+    assert {key: t["settings"][key] for key in RECIPE} == RECIPE  # the builder trains with what the head was
+    assert (conf.document_coding, conf.rescore_depth) == (DOCUMENT_CODING, RESCORE_DEPTH)
     rows = next(iter(conf.scores.values()))["rows"]
     assert {r["set"] for r in rows} == set(EVAL_SETS) and all(0 < r["k=8"] <= 1 for r in rows)
 
@@ -44,6 +55,7 @@ def test_builder_trains_a_head_on_broad_text_and_writes_its_card(encoder, tmp_pa
     assert list(texts) == ["vera", "banking77"] and [len(t) for t in texts.values()] == [300, 100]
     enc, report = train_head(encoder, texts, h=256, steps=30, progress=False)
     assert enc.h == 256 and enc.config.query_k == 64 and report["steps"] == 30
+    assert (enc.config.document_coding, enc.config.rescore_depth) == (DOCUMENT_CODING, RESCORE_DEPTH)
     scores = score_sets(enc, SHARED_DATA, ["adi"], ks=(8,))
     assert 0 < scores["adi"]["ndcg"][8] <= 1 and scores["adi"]["docs"] == 82
     enc.config.training["card"] = card_text(scores)
