@@ -123,8 +123,9 @@ class FallbackSearcher:
         if len(code) == 0 and self.dense is not None:
             return Answer(self._dense(dense, top_k, filter), "empty_code")
         depth = self._code_rescore_depth(dense)
+        codes_with_hits = bool(depth) and {"hit_vectors", "retrieve"} <= capabilities_of(self.sparse)
         try:
-            if depth and {"hit_vectors", "retrieve"} <= capabilities_of(self.sparse):
+            if codes_with_hits:
                 # the codes come with the hits; payloads are read afterwards for the top_k kept only
                 raw = self.sparse.search(code, top_k=max(top_k, depth), filter=filter, with_vectors=True,
                                          with_payload=False)
@@ -145,7 +146,7 @@ class FallbackSearcher:
         if self.rerank:
             hits, missing = self._rescore(hits, dense, "rerank")
         elif depth and hits:
-            hits = self._rescore_codes(hits, dense, top_k)
+            hits = self._rescore_codes(hits, dense, top_k, read_payloads=codes_with_hits)
         hits = hits[:top_k]
         want = top_k if self.min_hits is None else min(self.min_hits, top_k)
         if positive >= want or self.dense is None:
@@ -178,10 +179,11 @@ class FallbackSearcher:
             return 0
         return int(getattr(config, "rescore_depth", 0) or 0)
 
-    def _rescore_codes(self, hits: list[SearchHit], dense: np.ndarray, top_k: int) -> list[SearchHit]:
+    def _rescore_codes(self, hits: list[SearchHit], dense: np.ndarray, top_k: int,
+                       read_payloads: bool = False) -> list[SearchHit]:
         """The best ``top_k`` sparse hits re-scored by the cosine of the query vector and each hit's decoded stored
         code (:meth:`~csr_adapter.CSREncoder.rescore`), best first; hits whose code cannot be read keep their
-        order after them. Hits that came without payloads (``hit_vectors``) get theirs for the kept ones."""
+        order after them. ``read_payloads``: the hits came without payloads; the kept ones get theirs."""
         codes = {h.id: h.code for h in hits if h.code is not None}
         stored = {}
         if len(codes) < len(hits):  # engines without hit_vectors: read the codes (and payloads) by id
@@ -194,7 +196,7 @@ class FallbackSearcher:
             h.score, h.code = float(score), None
         known.sort(key=lambda h: -h.score)
         kept = (known + [h for h in hits if h.id not in codes])[:top_k]
-        need = [h.id for h in kept if h.id not in stored and not h.payload]
+        need = [h.id for h in kept if h.id not in stored] if read_payloads else []
         if need:
             payloads = {p.id: p.payload for p in self.sparse.retrieve(need, with_vectors=False)}
             for h in kept:
@@ -250,12 +252,14 @@ class WithFallback:
             | (have_sparse & have_dense & {"filters"}) | {"scroll", "optimize"})
 
     def search(self, query: SparseEmbedding | np.ndarray, top_k: int = 10,
-               filter: dict[str, Any] | None = None, with_vectors: bool = False) -> list[SearchHit]:
+               filter: dict[str, Any] | None = None, with_vectors: bool = False,
+               with_payload: bool = True) -> list[SearchHit]:
         """A sparse code searches the sparse side, a dense vector the fallback (``with_vectors``: sparse hits
         carry their codes, where the sparse side has ``hit_vectors``)."""
         if isinstance(query, SparseEmbedding):
-            if with_vectors:
-                return self.sparse.search(query, top_k=top_k, filter=filter, with_vectors=True)
+            if with_vectors or not with_payload:
+                return self.sparse.search(query, top_k=top_k, filter=filter, with_vectors=with_vectors,
+                                          with_payload=with_payload)
             return self.sparse.search(query, top_k=top_k, filter=filter)
         return self.dense.search(query, top_k=top_k, filter=filter)
 

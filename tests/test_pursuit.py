@@ -93,9 +93,24 @@ def test_a_bad_rescore_depth_is_refused(value):
         CSRConfig(rescore_depth=value)
 
 
+class _WithoutHitVectors:
+    """A real backend seen through the contract of an engine that cannot return codes with its hits."""
+
+    def __init__(self, backend):
+        self.backend, self.meta = backend, backend.meta
+        self.capabilities = backend.capabilities - {"hit_vectors"}
+
+    def search(self, query, top_k=10, filter=None):
+        return self.backend.search(query, top_k=top_k, filter=filter)
+
+    def retrieve(self, ids, with_vectors=False):
+        return self.backend.retrieve(ids, with_vectors=with_vectors)
+
+
 def test_search_serves_the_re_scored_order_from_a_real_embedded_collection(encoder, scifact_slice, tmp_path):
     pytest.importorskip("qdrant_edge")
     from csr_adapter.collection import open_collection
+    from csr_adapter.integrations.fallback import FallbackSearcher
 
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -117,6 +132,11 @@ def test_search_serves_the_re_scored_order_from_a_real_embedded_collection(encod
                 assert h.code.indices.tolist() == stored[h.id].indices.tolist()
                 np.testing.assert_allclose(h.code.values, stored[h.id].values)
             assert all(h.code is None for h in raw)
+            # an engine without hit_vectors (e.g. Milvus): the codes are read by id, same answers
+            plain_engine = _WithoutHitVectors(searcher.sparse)
+            via_ids = FallbackSearcher(encoder, plain_engine).answer_encoded(codes[0], dense[0], 5).hits
+            assert [(h.id, h.payload) for h in via_ids] == [(h.id, h.payload) for h in hits]
+            np.testing.assert_allclose([h.score for h in via_ids], [h.score for h in hits], rtol=1e-6)
         finally:
             searcher.close()
         expect = encoder.rescore(dense[0], [stored[h.id] for h in raw if h.score > 0])
