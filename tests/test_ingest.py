@@ -16,6 +16,7 @@ import pytest
 from csr_adapter.corpus import read_corpus
 from csr_adapter.ingest import IndexState, ingest_corpus, point_id
 from csr_adapter.integrations.base import CollectionMeta, CollectionMismatchError
+from csr_adapter.integrations.fallback import FallbackSearcher
 from csr_adapter.integrations.qdrant import open_qdrant
 
 N_QUERIES = 20
@@ -64,9 +65,10 @@ def test_ingest_then_search_finds_the_relevant_documents(encoder, small_scifact,
     be = open_qdrant("sci", path=store, create=False)
     found = sparse_mrr = hybrid_found = 0
     dense = encoder.encode_dense(list(queries.values()))
-    codes = encoder.sparsify(dense, encoder.k)
+    codes = encoder.sparsify(dense, encoder.k, role="query")
+    searcher = FallbackSearcher(encoder, be)  # ranked as search ranks (the default head re-scores its best matches)
     for qid, code, vec in zip(queries, codes, dense):
-        docs = ranked_doc_ids(be.search(code, top_k=20))[:5]
+        docs = ranked_doc_ids(searcher.answer_encoded(code, vec, 20).hits)[:5]
         found += any(d in qrels[qid] for d in docs)
         sparse_mrr += next((1 / r for r, d in enumerate(docs, 1) if d in qrels[qid]), 0)
         hybrid = ranked_doc_ids(be.hybrid_search(code, vec, top_k=20))[:5]
