@@ -261,25 +261,26 @@ class CSREncoder:
         normalize = self.config.normalize if normalize is None else normalize
         return SparseEmbeddings.from_topk(values.cpu().numpy(), indices.cpu().numpy(), self.h, normalize=normalize)
 
+    def _directions(self, codes) -> np.ndarray:
+        """Each row of ``codes`` (a scipy sparse matrix, ``(n, h)``) decoded through the head's rows
+        (``sum_i v_i W_i``, no bias), scaled to unit length; an empty code stays a zero row. Scale-free, so stored
+        normalised codes work."""
+        decoded = np.asarray(codes @ self.head.W.detach().cpu().numpy(), dtype=np.float32)
+        return decoded / np.maximum(np.linalg.norm(decoded, axis=1, keepdims=True), 1e-12)
+
     def rescore(self, query: np.ndarray, codes: Sequence[SparseEmbedding]) -> np.ndarray:
         """Cosine of one query's backbone vector ``query`` ``(d,)`` and each document code decoded through the
-        head's rows (``sum_i v_i W_i``; scale-free, so stored normalised codes work): the score that
-        ``config.rescore_depth`` puts on the best code matches. An empty code scores 0."""
+        head's rows: the score that ``config.rescore_depth`` puts on the best code matches. An empty code
+        scores 0."""
+        import scipy.sparse as sp
+
+        if not len(codes):
+            return np.zeros(0, dtype=np.float32)
+        indptr = np.cumsum([0] + [len(c.indices) for c in codes])
+        matrix = sp.csr_matrix((np.concatenate([c.values for c in codes]), np.concatenate([c.indices for c in codes]),
+                                indptr), shape=(len(codes), self.h))
         q = np.asarray(query, dtype=np.float32).reshape(-1)
-        q = q / max(float(np.linalg.norm(q)), 1e-12)
-        out = np.zeros(len(codes), dtype=np.float32)
-        lengths = np.fromiter((len(c.indices) for c in codes), dtype=np.int64, count=len(codes))
-        if not lengths.sum():
-            return out
-        W = self.head.W.detach().cpu().numpy()
-        indices = np.zeros((len(codes), int(lengths.max())), dtype=np.int64)  # padded: index 0 with value 0
-        values = np.zeros(indices.shape, dtype=np.float32)
-        for row, code in enumerate(codes):
-            indices[row, :len(code.indices)], values[row, :len(code.values)] = code.indices, code.values
-        decoded = (values[:, None, :] @ W[indices])[:, 0]  # (n, d)
-        nonempty = lengths > 0
-        out[nonempty] = decoded[nonempty] @ q / np.maximum(np.linalg.norm(decoded[nonempty], axis=1), 1e-12)
-        return out
+        return self._directions(matrix) @ (q / max(float(np.linalg.norm(q)), 1e-12))
 
     def score_matrix(self, queries: np.ndarray, qcodes: SparseEmbeddings, dcodes: SparseEmbeddings) -> np.ndarray:
         """``(n_queries, n_docs)`` scores as search ranks them: code dot products, and with
@@ -289,11 +290,8 @@ class CSREncoder:
         depth = min(self.config.rescore_depth, scores.shape[1])
         if not depth:
             return scores
-        W = self.head.W.detach().cpu().numpy()
-        decoded = np.asarray(dcodes.to_scipy() @ W, dtype=np.float32)
-        decoded /= np.maximum(np.linalg.norm(decoded, axis=1, keepdims=True), 1e-12)
         q = np.asarray(queries, dtype=np.float32)
-        cos = (q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)) @ decoded.T
+        cos = (q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)) @ self._directions(dcodes.to_scipy()).T
         top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
         picked = np.take_along_axis(scores, top, 1) > 0
         rows = np.repeat(np.arange(len(scores))[:, None], depth, 1)

@@ -69,7 +69,6 @@ class CSRHead(nn.Module):
         W = self.W.float()
         residual = target
         indices = torch.empty(len(x), 0, dtype=torch.long, device=x.device)
-        values = target.new_zeros(len(x), 0)
         ridge = 1e-6 * torch.eye(k, device=x.device)
         for step in range(1, k + 1):
             corr = residual @ W.T

@@ -106,14 +106,18 @@ class Transport(Protocol):
     def location(self) -> dict[str, Any]: ...  # where the collection is, for info()
 
 
+def stored_code(point: Any, h: int, name: str) -> SparseEmbedding | None:
+    """The sparse vector ``name`` a Qdrant point or record came back with, as a code (``None`` without it)."""
+    vector = point.vector.get(name) if isinstance(point.vector, dict) else None
+    return None if vector is None else SparseEmbedding(np.asarray(vector.indices, np.int32),
+                                                       np.asarray(vector.values, np.float32), h)
+
+
 def record_to_point(record: Any, h: int, layout: Layout = LAYOUTS["csr"]) -> Point:
     """A retrieved Qdrant record (Edge or client: ``id``, ``payload``, named ``vector``) as a :class:`Point`."""
     vec = record.vector if isinstance(record.vector, dict) else {}
-    sparse = vec.get(layout.sparse)
-    code = None if sparse is None else SparseEmbedding(
-        np.asarray(sparse.indices, np.int32), np.asarray(sparse.values, np.float32), h)
     dense = np.asarray(vec[DENSE], np.float32) if DENSE in vec else None
-    return Point(str(record.id), layout.load(dict(record.payload or {})), code, dense)
+    return Point(str(record.id), layout.load(dict(record.payload or {})), stored_code(record, h, layout.sparse), dense)
 
 
 def to_hits(points: Any, served_by: str, positive: bool, layout: Layout = LAYOUTS["csr"],
@@ -121,15 +125,8 @@ def to_hits(points: Any, served_by: str, positive: bool, layout: Layout = LAYOUT
     """Scored Qdrant points as :class:`SearchHit` s; ``positive`` drops scores <= 0 (as a server does); with ``h``
     each hit carries its stored sparse code (points fetched with their vectors)."""
     return [SearchHit(str(p.id), float(p.score), layout.load(dict(p.payload or {})), served_by,
-                      _hit_code(p, h, layout.sparse) if h is not None else None)
+                      stored_code(p, h, layout.sparse) if h is not None else None)
             for p in points if p.score > 0 or not positive]
-
-
-def _hit_code(point: Any, h: int, name: str) -> SparseEmbedding | None:
-    """The stored sparse code a point came back with (``None`` when it came without)."""
-    vector = point.vector.get(name) if isinstance(point.vector, dict) else None
-    return None if vector is None else SparseEmbedding(np.asarray(vector.indices, np.int32),
-                                                       np.asarray(vector.values, np.float32), h)
 
 
 def chunked(items: list, size: int) -> Iterator[list]:
