@@ -23,18 +23,10 @@ from pathlib import Path
 
 import numpy as np
 from _common import REPO, write_result
+from search import _disk, _rss, broad_texts
 
 sys.path.insert(0, str(REPO))
 SETTINGS = ("Float32-ram", "Float16-ram", "Uint8-ram", "Float32-disk", "Uint8-disk")
-
-
-def _rss() -> dict[str, int]:
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile"):
-            out[key] = int(value.split()[0]) * 1024
-    return out
 
 
 def build(folder: Path, setting: str) -> None:
@@ -71,7 +63,7 @@ def serve(folder: Path, setting: str) -> dict:
         answers = [[p.id for p in shard.query(r)] for r in requests]
         best = min(best, time.perf_counter() - start)
     after = _rss()
-    disk = sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file() and "wal" not in f.parts)
+    disk = _disk(path)
     return {"setting": setting, "qps_single": round(len(requests) / best, 1),
             "rss_per_doc": round((after["VmRSS"] - before["VmRSS"]) / n, 1),
             "anon_per_doc": round((after["RssAnon"] - before["RssAnon"]) / n, 1),
@@ -81,7 +73,6 @@ def serve(folder: Path, setting: str) -> dict:
 
 def make_codes(folder: Path, points: int) -> None:
     import torch
-    from search import broad_texts
 
     from csr_adapter import CSREncoder
     from csr_adapter.cache import cached_dense

@@ -123,10 +123,10 @@ def trained_earlier(head: Path, texts: dict[str, list[str]], h: int, steps: int)
             and [(s["name"], s["rows"]) for s in t.get("sets", [])] == [(n, len(v)) for n, v in texts.items()])
     if not same:
         raise SystemExit(f"--head {head}: not a head this builder trained with h={h}, steps={steps} on this data")
-    enc.config.document_coding, enc.config.rescore_depth = DOCUMENT_CODING, RESCORE_DEPTH  # how it is served now
-    enc.config.training["selection"] = SELECTION
-    enc._model_id = None
-    return enc
+    config = CSRConfig.from_dict({**enc.config.to_dict(), "document_coding": DOCUMENT_CODING,  # served as now
+                                  "rescore_depth": RESCORE_DEPTH})
+    config.training["selection"] = SELECTION
+    return CSREncoder(enc.backbone, enc.head, config, device=str(enc.device))
 
 
 def build(data: Path, out: Path | None, h: int, steps: int, sets: tuple[str, ...], threads: int = 0,
