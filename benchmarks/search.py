@@ -227,6 +227,29 @@ def load_codes(path: str):
     return SparseEmbeddings(z["indptr"], z["indices"], z["values"], int(z["dim"]))
 
 
+def probe_latents(codes, targets: tuple[int, ...] = (5, 30, 100, 300, 1000, 3000, 10000)) -> list[tuple[int, int]]:
+    """``(latent, posting-list length)`` of the latents whose lists are nearest to each target length."""
+    used = np.bincount(codes.indices, minlength=codes.dim)
+    live = np.flatnonzero(used)
+    picks = {int(live[np.abs(used[live] - t).argmin()]) for t in targets}
+    return sorted(((lat, int(used[lat])) for lat in picks), key=lambda p: p[1])
+
+
+def write_seismic_bin(path: Path, codes) -> None:
+    """``codes`` in Seismic's inner binary format: u32 row count, then per row u32 length, u32 components
+    (sorted), f32 values."""
+    with open(path, "wb") as f:
+        f.write(np.uint32(len(codes)).tobytes())
+        for lo, hi in _chunks(len(codes), 50_000):
+            parts = []
+            for i in range(lo, hi):
+                a, b = codes.indptr[i], codes.indptr[i + 1]
+                order = np.argsort(codes.indices[a:b], kind="stable")
+                parts += [np.uint32(b - a).tobytes(), codes.indices[a:b][order].astype(np.uint32).tobytes(),
+                          codes.values[a:b][order].astype(np.float32).tobytes()]
+            f.write(b"".join(parts))
+
+
 # -- engines (run inside fresh worker processes) ----------------------------------------------------------
 def _chunks(n: int, size: int):
     return ((lo, min(n, lo + size)) for lo in range(0, n, size))
@@ -250,25 +273,22 @@ def build(spec: dict) -> dict:
         build_s = time.perf_counter() - t0
         faiss.write_index(index, str(index_path))
     elif kind == "seismic":
-        from seismic import SeismicDataset, SeismicIndex
+        from seismic import SeismicIndexRaw
 
         codes = load_codes(spec["codes"])
         before, t0 = _rss(), time.perf_counter()
         n = len(codes)
-        m = codes.to_scipy().tocsr()
-        m.sort_indices()  # Seismic wants strictly increasing components per row
-        longest = int(np.bincount(m.indices, minlength=codes.dim).max())
-        dataset = SeismicDataset()
-        dataset.add_documents_by_id([str(i) for i in range(n)], m.indices.astype(np.int64),
-                                    m.data.astype(np.float32), m.indptr.astype(np.int64))
-        del m, codes
+        longest = int(np.bincount(codes.indices, minlength=codes.dim).max())
+        source = index_path.with_suffix(".bin")
+        write_seismic_bin(source, codes)
+        del codes
         # GlobalThreshold keeps n_postings * dim postings, at most 1.5 * n_postings per list: no list is cut
-        index = SeismicIndex.build_from_dataset(dataset, n_postings=max(3500, -(-longest * 2 // 3)),
-                                                centroid_fraction=0.1, summary_energy=0.4, num_threads=threads)
+        index = SeismicIndexRaw.build(str(source), n_postings=max(3500, -(-longest * 2 // 3)),
+                                      centroid_fraction=0.1, summary_energy=0.4)
         build_s = time.perf_counter() - t0
-        index.save(str(index_path))
-        del index, dataset
-        index_path = Path(str(index_path) + ".index.seismic")
+        index.save(str(index_path))  # a raw index is saved under the exact name given
+        source.unlink()
+        del index
     elif kind == "edge-sparse":
         from csr_adapter.integrations.base import CollectionMeta, Point
         from csr_adapter.integrations.qdrant_edge import EdgeBackend
@@ -345,16 +365,16 @@ def serve(spec: dict) -> dict:
         def single_threads(on: bool):
             faiss.omp_set_num_threads(1 if on else threads)
     elif kind == "seismic":
-        from seismic import SeismicIndex, get_seismic_string
+        from seismic import SeismicIndexRaw
 
         qcodes = load_codes(spec["query_codes"])
-        word = get_seismic_string()
-        rows = [(np.array([str(int(c)) for c in q.indices], dtype=word), np.asarray(q.values, dtype=np.float32))
-                for q in qcodes]
-        qids = np.array([str(i) for i in range(len(rows))], dtype=word)
+        rows = [(np.asarray(q.indices, dtype=np.int32), np.asarray(q.values, dtype=np.float32)) for q in qcodes]
+        query_file = Path(spec["index"] + ".queries.bin")
+        write_seismic_bin(query_file, qcodes)
+        cut = max(len(c) for c, _ in rows)
         n_single = len(rows)
         before = _rss()
-        index = SeismicIndex.load(spec["index"] + ".index.seismic")
+        index = SeismicIndexRaw.load(spec["index"])
         settings = spec["heap"]
         heap: list = [1.0]
 
@@ -363,13 +383,13 @@ def serve(spec: dict) -> dict:
 
         def one(i):
             comps, vals = rows[i]
-            return [int(d) for _, _, d in index.search(qids[i], comps, vals, TOP, len(comps), heap[0])]
+            return [int(d) for _, d in index.search(comps, vals, TOP, len(comps), heap[0], 0, True)]
 
         def batch():
-            out = index.batch_search(qids, [c for c, _ in rows], [v for _, v in rows], TOP,
-                                     max(len(c) for c, _ in rows), heap[0], num_threads=threads)
-            found = {r[0][0]: [int(d) for _, _, d in r] for r in out if r}  # empty answers are left out
-            return [found.get(q, []) for q in qids]
+            out = index.batch_search(str(query_file), TOP, cut, heap[0], 0, True, num_threads=threads)
+            if len(out) != len(rows):
+                raise RuntimeError(f"Seismic answered {len(out)} of {len(rows)} queries")
+            return [[int(d) for _, d in r] for r in out]
 
         def single_threads(on: bool):
             pass
@@ -452,19 +472,20 @@ def serve(spec: dict) -> dict:
             transport._shard.query(r)
             lat.append(time.perf_counter() - t0)
         out["engine_only_single"] = _lat(lat)
-        # the floor: one query latent with the shortest non-empty posting list (a handful of postings), so
-        # what remains is the engine's cost per query that does not depend on postings
+        # one-latent queries over posting lists of growing length: what a query costs beyond its postings
         from csr_adapter.sparse import SparseEmbedding
 
-        floor = transport._request(be._nearest(SparseEmbedding(
-            np.array([spec["rare_latent"]], dtype=np.int32), np.array([1.0], dtype=np.float32), qcodes.dim), TOP,
-                                                None, with_payload=False))
-        lat = []
-        for _ in range(300):
-            t0 = time.perf_counter()
-            transport._shard.query(floor)
-            lat.append(time.perf_counter() - t0)
-        out["engine_only_floor"] = _lat(lat[50:]) | {"postings": spec["rare_postings"]}
+        out["engine_only_one_latent"] = []
+        for latent, postings in spec["probe_latents"]:
+            probe = transport._request(be._nearest(SparseEmbedding(
+                np.array([latent], dtype=np.int32), np.array([1.0], dtype=np.float32), qcodes.dim), TOP, None,
+                with_payload=False))
+            lat = []
+            for _ in range(250):
+                t0 = time.perf_counter()
+                transport._shard.query(probe)
+                lat.append(time.perf_counter() - t0)
+            out["engine_only_one_latent"].append({"postings": postings, **_lat(lat[50:])})
     after = _rss()
     out["rss_after_queries_bytes"] = after["VmRSS"] - before["VmRSS"]
     out["rss_anon_after_queries_bytes"] = after["RssAnon"] - before["RssAnon"]
@@ -489,9 +510,11 @@ def best_of(first: dict, other: dict) -> dict:
             a["single"], a["single_ids"] = b["single"], b["single_ids"]
         if b["batch_qps"] > a["batch_qps"]:
             a["batch_qps"], a["batch_ids"] = b["batch_qps"], b["batch_ids"]
-    for key in ("engine_only_single", "engine_only_floor"):
-        if key in other and other[key]["qps"] > first[key]["qps"]:
-            first[key] = other[key]
+    if "engine_only_single" in other and other["engine_only_single"]["qps"] > first["engine_only_single"]["qps"]:
+        first["engine_only_single"] = other["engine_only_single"]
+    for i, probe in enumerate(other.get("engine_only_one_latent", [])):
+        if probe["qps"] > first["engine_only_one_latent"][i]["qps"]:
+            first["engine_only_one_latent"][i] = probe
     return first
 
 
@@ -519,7 +542,7 @@ def summarise(name: str, rep: dict, n: int, exact_own: np.ndarray, exact_dense: 
         out["disk_bytes_per_doc_by_file"] = {f: round(v / n, 1) for f, v in b["disk_by_file"].items() if v / n >= 1}
     if len(rows) > 1:
         out["sweep"] = rows
-    for key in ("engine_only_single", "engine_only_floor"):
+    for key in ("engine_only_single", "engine_only_one_latent"):
         if key in s:
             out[key] = s[key]
     return out
@@ -612,10 +635,8 @@ def main() -> None:
                 files = {"codes": save_codes(folder, f"codes{k}", codes),
                          "query_codes": save_codes(folder, f"qcodes{k}_{qk}", qcodes)}
                 if "edge-sparse" in engines:
-                    used = np.bincount(codes.indices, minlength=codes.dim)
-                    rare = int(np.where(used > 0, used, used.max() + 1).argmin())
                     engine(name, {"kind": "edge-sparse", "k": k, "model_id": enc.model_id, "extra": stats, **files,
-                                  "rare_latent": rare, "rare_postings": int(used[rare])}, exact_sparse)
+                                  "probe_latents": probe_latents(codes)}, exact_sparse)
                 if "seismic" in engines and (k, qk) in ((8, 8), (8, 64)):
                     engine(name.replace("Edge sparse", "Seismic"),
                            {"kind": "seismic", "k": k, "heap": [float(x) for x in args.heap.split(",")],
@@ -687,10 +708,9 @@ def analyse(r: dict, bandwidth: float) -> dict:
             row["x_slower_than_bandwidth_limit"] = round(
                 row["ns_per_posting_p50"] / row["ns_per_posting_at_read_bandwidth_8B"], 1)
             row["bandwidth_limited_qps_1thread"] = round(bandwidth / (8 * max(1, s["postings_per_query_mean"])), 1)
-            if "engine_only_floor" in s:  # measured: a query of one rare latent
-                row["floor_us_per_query"] = round(s["engine_only_floor"]["p50_ms"] * 1e3, 1)
-                row["floor_postings"] = s["engine_only_floor"]["postings"]
-                row["floor_ns_per_point"] = round(s["engine_only_floor"]["p50_ms"] * 1e6 / r["points"], 3)
+            if "engine_only_one_latent" in s:  # measured: p50 us of one-latent queries by posting-list length
+                row["one_latent_us_by_postings"] = {p["postings"]: round(p["p50_ms"] * 1e3, 1)
+                                                    for p in s["engine_only_one_latent"]}
         else:
             row = {"heap_factor": s["ef"], "recall_own": s["recall_own"]}
         if hnsw:
