@@ -227,12 +227,17 @@ def load_codes(path: str):
     return SparseEmbeddings(z["indptr"], z["indices"], z["values"], int(z["dim"]))
 
 
-def probe_latents(codes, targets: tuple[int, ...] = (5, 30, 100, 300, 1000, 3000, 10000)) -> list[tuple[int, int]]:
-    """``(latent, posting-list length)`` of the latents whose lists are nearest to each target length."""
+def probe_latents(codes, targets: tuple[int, ...] = (5, 100, 1000, 10000)) -> list[tuple[list[int], int]]:
+    """Probe queries ``(latents, postings)``: one latent, then two latents, whose posting lists are nearest to
+    each target length (what a query costs beyond its postings, and whether a second list changes it)."""
     used = np.bincount(codes.indices, minlength=codes.dim)
     live = np.flatnonzero(used)
-    picks = {int(live[np.abs(used[live] - t).argmin()]) for t in targets}
-    return sorted(((lat, int(used[lat])) for lat in picks), key=lambda p: p[1])
+    out = []
+    for width in (1, 2):
+        for t in targets:
+            picks = live[np.argsort(np.abs(used[live] - t), kind="stable")[:width]]
+            out.append(([int(x) for x in picks], int(used[picks].sum())))
+    return out
 
 
 def write_seismic_bin(path: Path, codes) -> None:
@@ -472,20 +477,20 @@ def serve(spec: dict) -> dict:
             transport._shard.query(r)
             lat.append(time.perf_counter() - t0)
         out["engine_only_single"] = _lat(lat)
-        # one-latent queries over posting lists of growing length: what a query costs beyond its postings
+        # one- and two-latent queries over posting lists of growing length: what a query costs beyond its postings
         from csr_adapter.sparse import SparseEmbedding
 
-        out["engine_only_one_latent"] = []
-        for latent, postings in spec["probe_latents"]:
+        out["engine_only_probes"] = []
+        for latents, postings in spec["probe_latents"]:
             probe = transport._request(be._nearest(SparseEmbedding(
-                np.array([latent], dtype=np.int32), np.array([1.0], dtype=np.float32), qcodes.dim), TOP, None,
-                with_payload=False))
+                np.array(sorted(latents), dtype=np.int32), np.ones(len(latents), dtype=np.float32), qcodes.dim),
+                TOP, None, with_payload=False))
             lat = []
             for _ in range(250):
                 t0 = time.perf_counter()
                 transport._shard.query(probe)
                 lat.append(time.perf_counter() - t0)
-            out["engine_only_one_latent"].append({"postings": postings, **_lat(lat[50:])})
+            out["engine_only_probes"].append({"latents": len(latents), "postings": postings, **_lat(lat[50:])})
     after = _rss()
     out["rss_after_queries_bytes"] = after["VmRSS"] - before["VmRSS"]
     out["rss_anon_after_queries_bytes"] = after["RssAnon"] - before["RssAnon"]
@@ -512,9 +517,9 @@ def best_of(first: dict, other: dict) -> dict:
             a["batch_qps"], a["batch_ids"] = b["batch_qps"], b["batch_ids"]
     if "engine_only_single" in other and other["engine_only_single"]["qps"] > first["engine_only_single"]["qps"]:
         first["engine_only_single"] = other["engine_only_single"]
-    for i, probe in enumerate(other.get("engine_only_one_latent", [])):
-        if probe["qps"] > first["engine_only_one_latent"][i]["qps"]:
-            first["engine_only_one_latent"][i] = probe
+    for i, probe in enumerate(other.get("engine_only_probes", [])):
+        if probe["qps"] > first["engine_only_probes"][i]["qps"]:
+            first["engine_only_probes"][i] = probe
     return first
 
 
@@ -542,7 +547,7 @@ def summarise(name: str, rep: dict, n: int, exact_own: np.ndarray, exact_dense: 
         out["disk_bytes_per_doc_by_file"] = {f: round(v / n, 1) for f, v in b["disk_by_file"].items() if v / n >= 1}
     if len(rows) > 1:
         out["sweep"] = rows
-    for key in ("engine_only_single", "engine_only_one_latent"):
+    for key in ("engine_only_single", "engine_only_probes"):
         if key in s:
             out[key] = s[key]
     return out
@@ -567,6 +572,7 @@ def main() -> None:
                     help="serve passes over all engines, interleaved; the faster pass per engine is kept")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="search", help="result name under benchmarks/results/")
     ap.add_argument("--worker", choices=("build", "serve"), help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -677,7 +683,7 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     result["analysis"] = analyse(result, bandwidth)
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    print(write_result("search", result, render(result)))
+    print(write_result(args.out, result, render(result)))
 
 
 def analyse(r: dict, bandwidth: float) -> dict:
@@ -708,9 +714,11 @@ def analyse(r: dict, bandwidth: float) -> dict:
             row["x_slower_than_bandwidth_limit"] = round(
                 row["ns_per_posting_p50"] / row["ns_per_posting_at_read_bandwidth_8B"], 1)
             row["bandwidth_limited_qps_1thread"] = round(bandwidth / (8 * max(1, s["postings_per_query_mean"])), 1)
-            if "engine_only_one_latent" in s:  # measured: p50 us of one-latent queries by posting-list length
-                row["one_latent_us_by_postings"] = {p["postings"]: round(p["p50_ms"] * 1e3, 1)
-                                                    for p in s["engine_only_one_latent"]}
+            for width in (1, 2):  # measured: p50 us of one- and two-latent probe queries by postings
+                probes = [p for p in s.get("engine_only_probes", []) if p["latents"] == width]
+                if probes:
+                    row[f"{width}_latent_probe_us_by_postings"] = {p["postings"]: round(p["p50_ms"] * 1e3, 1)
+                                                                   for p in probes}
         else:
             row = {"heap_factor": s["ef"], "recall_own": s["recall_own"]}
         if hnsw:
