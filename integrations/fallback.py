@@ -112,17 +112,20 @@ class FallbackSearcher:
 
     def answer_encoded(
         self, code: SparseEmbedding | None, dense: np.ndarray | None, top_k: int = 10,
-        filter: dict[str, Any] | None = None,
+        filter: dict[str, Any] | None = None, backbone: np.ndarray | None = None,
     ) -> Answer:
         """The policy on an already-encoded query (``code`` and/or its backbone vector ``dense``); ``filter``
-        values are taken as given (:func:`~csr_adapter.filters.resolve_filter` resolves relative paths)."""
+        values are taken as given (:func:`~csr_adapter.filters.resolve_filter` resolves relative paths).
+        ``backbone``: the query's vector from the encoder's backbone when ``dense`` (what the dense index is
+        searched with) comes from another model; code re-scoring uses it (default: ``dense``)."""
         top_k = check_top_k(top_k)
         filter = check_filter(filter)  # a bad filter is the caller's one-line error, not a backend failure
         if self.sparse is None or code is None:
             return Answer(self._dense(dense, top_k, filter), "no_sparse")
         if len(code) == 0 and self.dense is not None:
             return Answer(self._dense(dense, top_k, filter), "empty_code")
-        depth = self._code_rescore_depth(dense)
+        backbone = dense if backbone is None else backbone
+        depth = self._code_rescore_depth(backbone)
         codes_with_hits = bool(depth) and {"hit_vectors", "retrieve"} <= capabilities_of(self.sparse)
         try:
             if codes_with_hits:
@@ -146,7 +149,7 @@ class FallbackSearcher:
         if self.rerank:
             hits, missing = self._rescore(hits, dense, "rerank")
         elif depth and hits:
-            hits = self._rescore_codes(hits, dense, top_k, read_payloads=codes_with_hits)
+            hits = self._rescore_codes(hits, backbone, top_k, read_payloads=codes_with_hits)
         hits = hits[:top_k]
         want = top_k if self.min_hits is None else min(self.min_hits, top_k)
         if positive >= want or self.dense is None:

@@ -192,7 +192,9 @@ class CSRVectorStore(VectorStore):
         self.sparse_embedding = sparse_embedding
         self.dense = dense
         self.sparse = sparse
-        self.searcher = FallbackSearcher(None, sparse, dense, rerank=rerank)
+        # with the encoder, sparse hits get the model's code re-scoring (``rescore_depth``), as ``search`` does
+        self.searcher = FallbackSearcher(sparse_embedding.encoder if sparse is not None else None, sparse, dense,
+                                         rerank=rerank)
         hybrid = bool(getattr(getattr(sparse, "meta", None), "d", None))  # sparse side stores dense too
         self._writer = WithFallback(sparse, dense, keep_dense=hybrid) if sparse is not None else dense
 
@@ -247,13 +249,17 @@ class CSRVectorStore(VectorStore):
     # -- reads -----------------------------------------------------------------------------------
     def _query(self, query: str, k: int, filter: dict[str, Any] | None) -> list[SearchHit]:
         where = {f"metadata.{key}": v for key, v in check_filter(filter).items()} if filter else None
-        dense = np.asarray(self._embedding.embed_query(query), dtype=np.float32)
-        code = None
-        if self.sparse is not None:
-            v = self.sparse_embedding.embed_query(query)
-            code = SparseEmbedding(np.asarray(v.indices, np.int32), np.asarray(v.values, np.float32),
-                                   self.sparse_embedding.encoder.h)
-        return self.searcher.answer_encoded(code, dense, k, where).hits
+        code = backbone = None
+        if self.sparse is not None:  # one backbone pass: the code, the re-scoring vector (and the dense query)
+            enc = self.sparse_embedding.encoder
+            backbone = enc.encode_dense([query], batch_size=1, prefix=enc.config.query_prefix)
+            code = enc.sparsify(backbone, k=self.sparse_embedding.k, role="query")[0]
+        if backbone is not None and self._shared_backbone():
+            dense = _normalize(backbone)[0]
+        else:
+            dense = np.asarray(self._embedding.embed_query(query), dtype=np.float32)
+        return self.searcher.answer_encoded(code, dense, k, where,
+                                            backbone=None if backbone is None else backbone[0]).hits
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any

@@ -179,6 +179,26 @@ def test_csr_vector_store_sparse_first_with_fallback(encoder, tmp_path):
         lc.CSRVectorStore(emb, sparse=sparse)
 
 
+def test_csr_vector_store_rescores_sparse_hits_like_search(encoder, tmp_path):
+    """The shipped default re-scores its best code matches (``rescore_depth``); the store's sparse hits carry
+    the cosine of the query's backbone vector and each decoded stored code, as ``csr-adapter search`` does."""
+    assert encoder.config.rescore_depth > 0
+    emb, sp = lc.CSREmbeddings(encoder=encoder), lc.CSRSparseEmbeddings(encoder=encoder, k=8)
+    sparse = qdrant_edge.EdgeBackend(tmp_path / "q", meta=CollectionMeta(encoder.model_id, encoder.h, 8))
+    store = lc.CSRVectorStore(emb, path=str(tmp_path / "f"), sparse=sparse, sparse_embedding=sp)
+    texts = ["Vitamin D supplements and fracture risk in older adults.", "Bone density after calcium intake.",
+             "Hip fractures in elderly women.", "Statins lower LDL cholesterol.", "Graphene transistors."]
+    ids = store.add_texts(texts, ids=[str(uuid.uuid4()) for _ in texts])
+    query = "does vitamin D prevent fractures"
+    [(doc, score)] = store.similarity_search_with_score(query, k=1)
+    q = encoder.encode_dense([query], prefix=encoder.config.query_prefix)[0]
+    stored = {p.id: p.sparse for p in sparse.retrieve(ids, with_vectors=True)}
+    expected = encoder.rescore(q, [stored[i] for i in ids])
+    assert doc.id == ids[int(np.argmax(expected))]
+    assert score == pytest.approx(float(expected.max()), abs=1e-5)
+    store.searcher.close()
+
+
 def test_rag_example_runs_offline(tmp_path):
     import importlib.util
     from pathlib import Path

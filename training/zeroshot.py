@@ -25,16 +25,11 @@ def dense_ndcg(docs: np.ndarray, queries: np.ndarray, data, dims: int | None = N
 
 
 def sparse_ndcg(encoder, docs: np.ndarray, queries: np.ndarray, data, ks: Sequence[int] = KS) -> dict[int, dict]:
-    """Per k: nDCG@10, Recall@100 and corpus-code statistics, documents coded at k and queries as queries."""
-    from .evaluate import code_stats, rank, retrieval_metrics
+    """Per k: :func:`~.evaluate.evaluate_sparse`'s row (nDCG@10, Recall@100, corpus-code statistics), documents
+    coded at k and queries as queries."""
+    from .evaluate import evaluate_sparse
 
-    out = {}
-    for k in ks:
-        dcodes, qcodes = encoder.sparsify(docs, k, role="document"), encoder.sparsify(queries, k, role="query")
-        run = rank(encoder.score_matrix(queries, qcodes, dcodes), list(data.queries), list(data.corpus),
-                   positive_only=True)
-        out[k] = {**retrieval_metrics(run, data.qrels), **code_stats(dcodes)}
-    return out
+    return {row["k"]: row for row in evaluate_sparse(encoder, docs, queries, data, ks)}
 
 
 def score_sets(encoder, data_dir: str | Path, names: Iterable[str], ks: Sequence[int] = KS,
