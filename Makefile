@@ -34,6 +34,7 @@ lint: install
 	$(BIN)/ruff check .
 
 bench: install
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
 	$(BIN)/python benchmarks/encode.py
 	for b in quality ingest search fallback budget serve; do \
 	  test ! -f benchmarks/$$b.py || $(BIN)/python benchmarks/$$b.py || exit 1; done

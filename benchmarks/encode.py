@@ -9,7 +9,7 @@ Python of a venv with ``fastembed`` installed; it conflicts with this project's 
 subprocess (``_fastembed_worker.py``) on the backbone's own fp32 ONNX file and tokenizer, interleaved with the
 other rows; its dense vectors are only timed.
 
-    python benchmarks/encode.py [--docs 1000] [--rounds 3] [--k 8] [--threads 0] [--runtimes torch,onnx,onnx-int8]
+    python benchmarks/encode.py [--docs 1000] [--rounds 3] [--k 8] [--threads 0] [--runtimes torch,torch-bf16,onnx,onnx-int8]
                                 [--fastembed-python PATH]
 """
 
@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--runtimes", default="torch,onnx,onnx-int8")
+    ap.add_argument("--runtimes", default="torch,torch-bf16,onnx,onnx-int8")
     ap.add_argument("--fastembed-python", default=None, help="Python of a venv with fastembed (adds its row)")
     args = ap.parse_args()
 
