@@ -9,8 +9,8 @@ Python of a venv with ``fastembed`` installed; it conflicts with this project's 
 subprocess (``_fastembed_worker.py``) on the backbone's own fp32 ONNX file and tokenizer, interleaved with the
 other rows; its dense vectors are only timed.
 
-    python benchmarks/encode.py [--docs 1000] [--rounds 3] [--k 8] [--threads 0] [--runtimes torch,torch-bf16,onnx,onnx-int8]
-                                [--fastembed-python PATH]
+    python benchmarks/encode.py [--docs 1000] [--rounds 3] [--k 8] [--threads 0]
+                                [--runtimes torch,torch-bf16,onnx,onnx-int8] [--fastembed-python PATH]
 """
 
 from __future__ import annotations

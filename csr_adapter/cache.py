@@ -23,13 +23,16 @@ def default_cache_dir() -> Path:
 
 def vector_key(encoder, prefix: str = "") -> str:
     """What fixes a text's backbone vector besides the text: backbone weights, length settings, prefix, and
-    the runtime when it changes the numbers (``onnx-int8``; torch and fp32 onnx agree up to rounding)."""
-    from .onnx_backbone import EXACT_RUNTIMES
+    the runtime when it changes the numbers (``onnx-int8`` with its quantization recipe, ``torch-bf16``; torch and
+    fp32 onnx agree up to rounding)."""
+    from .onnx_backbone import EXACT_RUNTIMES, EXPORT_VERSION
 
     bb = encoder.backbone
     key = f"{bb.fingerprint()}|{bb.max_seq_length}|{bb.truncation_side}|{prefix}"
     runtime = getattr(bb, "runtime", "torch")
-    return key if runtime in EXACT_RUNTIMES else f"{key}|{runtime}"
+    if runtime in EXACT_RUNTIMES:
+        return key
+    return f"{key}|{runtime}-{EXPORT_VERSION}" if runtime.startswith("onnx") else f"{key}|{runtime}"
 
 
 def cache_key(encoder, texts: Sequence[str], prefix: str = "") -> str:

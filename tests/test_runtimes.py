@@ -84,11 +84,14 @@ def test_onnx_file_cached_by_backbone_hash_and_reused(runtime_encoders) -> None:
 
 
 def test_embedding_cache_key_separates_int8_only(encoder, runtime_encoders) -> None:
+    from csr_adapter import onnx_backbone
     from csr_adapter.cache import vector_key
 
     assert vector_key(runtime_encoders["onnx"]) == vector_key(encoder)
     assert vector_key(runtime_encoders["onnx-int8"]) != vector_key(encoder)
     assert runtime_encoders["onnx-int8"].model_id == encoder.model_id  # same model, other arithmetic
+    # a new quantization recipe gets new cache entries: vectors of the old one are not served for it
+    assert vector_key(runtime_encoders["onnx-int8"]).endswith(f"|onnx-int8-{onnx_backbone.EXPORT_VERSION}")
 
 
 def test_cli_encode_and_info_with_runtime() -> None:
