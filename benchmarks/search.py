@@ -41,6 +41,7 @@ import gzip
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -735,7 +736,7 @@ def analyse(r: dict, bandwidth: float) -> dict:
 
 
 def render(r: dict) -> str:
-    cmd = " ".join(["python benchmarks/search.py", *sys.argv[1:]])
+    cmd = shlex.join(["python", "benchmarks/search.py", *sys.argv[1:]])  # quoted: --query-ks ""
     lines = ["# Search benchmark: Qdrant Edge sparse and Seismic (CSR codes) vs FAISS flat / HNSW and Edge dense "
              "HNSW\n",
              f"`{cmd}` ({r.get('date') or time.strftime('%Y-%m-%d %H:%M:%S')}) — {r['points']:,} points, "
