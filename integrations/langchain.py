@@ -252,14 +252,13 @@ class CSRVectorStore(VectorStore):
         code = backbone = None
         if self.sparse is not None:  # one backbone pass: the code, the re-scoring vector (and the dense query)
             enc = self.sparse_embedding.encoder
-            backbone = enc.encode_dense([query], batch_size=1, prefix=enc.config.query_prefix)
-            code = enc.sparsify(backbone, k=self.sparse_embedding.k, role="query")[0]
+            raw = enc.encode_dense([query], batch_size=1, prefix=enc.config.query_prefix)
+            code, backbone = enc.sparsify(raw, k=self.sparse_embedding.k, role="query")[0], raw[0]
         if backbone is not None and self._shared_backbone():
-            dense = _normalize(backbone)[0]
+            dense = _normalize(backbone[None])[0]
         else:
             dense = np.asarray(self._embedding.embed_query(query), dtype=np.float32)
-        return self.searcher.answer_encoded(code, dense, k, where,
-                                            backbone=None if backbone is None else backbone[0]).hits
+        return self.searcher.answer_encoded(code, dense, k, where, backbone=backbone).hits
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any
