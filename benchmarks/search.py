@@ -244,16 +244,18 @@ def probe_latents(codes, targets: tuple[int, ...] = (5, 100, 1000, 10000)) -> li
 def write_seismic_bin(path: Path, codes) -> None:
     """``codes`` in Seismic's inner binary format: u32 row count, then per row u32 length, u32 components
     (sorted), f32 values."""
-    with open(path, "wb") as f:
-        f.write(np.uint32(len(codes)).tobytes())
-        for lo, hi in _chunks(len(codes), 50_000):
-            parts = []
-            for i in range(lo, hi):
-                a, b = codes.indptr[i], codes.indptr[i + 1]
-                order = np.argsort(codes.indices[a:b], kind="stable")
-                parts += [np.uint32(b - a).tobytes(), codes.indices[a:b][order].astype(np.uint32).tobytes(),
-                          codes.values[a:b][order].astype(np.float32).tobytes()]
-            f.write(b"".join(parts))
+    n, nnz = len(codes), np.diff(codes.indptr)
+    rows = np.repeat(np.arange(n), nnz)
+    order = np.lexsort((codes.indices, rows))  # components sorted within each row
+    out = np.empty(1 + n + 2 * len(order), dtype=np.uint32)
+    out[0] = n
+    heads = 1 + np.arange(n) + 2 * codes.indptr[:-1]  # where each row's length goes
+    out[heads] = nnz
+    within = np.arange(len(order)) - codes.indptr[:-1][rows]  # position of each posting inside its row
+    comps = heads[rows] + 1 + within
+    out[comps] = codes.indices[order]
+    out[comps + nnz[rows]] = codes.values[order].view(np.uint32)
+    out.tofile(path)
 
 
 # -- engines (run inside fresh worker processes) ----------------------------------------------------------
