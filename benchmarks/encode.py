@@ -98,7 +98,6 @@ def main() -> None:
         other.encode_documents(texts[:64], k=args.k)  # warm-up (and the ONNX export, once per machine)
     fastembed = None
     if args.fastembed_python:
-        CSREncoder.from_pretrained(device="cpu", runtime="onnx").encode_dense(texts[:2])  # its ONNX file exists
         fastembed = FastEmbedRun(args.fastembed_python, enc, texts, threads, args.batch_size)
         runs["fastembed_encode"] = fastembed
     best = {name: float("inf") for name in runs}

@@ -140,11 +140,11 @@ def _source(docs: int, tmp: str) -> str:
 def by_runtime(args) -> None:
     """``Collection.ingest`` (the CLI's ingest: embed + adapt + write) per runtime, fresh caches, one process."""
     from csr_adapter.collection import Collection
-    from csr_adapter.dense_store import default_dir
+    from csr_adapter.onnx_backbone import cache_dir
     from csr_adapter.runtime import set_threads
 
     threads = set_threads(args.threads)
-    onnx_cache = default_dir().parent / "onnx"
+    onnx_cache = cache_dir()  # read before CSR_ADAPTER_CACHE is pointed at each run's fresh cache
     runtimes = args.runtimes.split(",")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -706,7 +706,6 @@ def analyse(r: dict, bandwidth: float) -> dict:
         s = e.get(name)
         if not s:
             continue
-        row: dict = {}
         if name.startswith("Edge"):  # an exact scan: its cost per posting against the memory-bandwidth limit
             engine_p50 = s.get("engine_only_single", s["single"])["p50_ms"]
             row = {"postings_per_query": s["postings_per_query_mean"],
