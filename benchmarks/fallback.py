@@ -93,8 +93,8 @@ def main() -> None:
     from csr_adapter import CSREncoder
     from csr_adapter.integrations.base import CollectionMeta, Point
     from csr_adapter.integrations.faiss import FaissBackend
-    from csr_adapter.integrations.fallback import FallbackSearcher
     from csr_adapter.integrations.qdrant_edge import EdgeBackend
+    from csr_adapter.retrieval import Searcher as FallbackSearcher
     from csr_adapter.training.beir import load_beir
     from csr_adapter.training.evaluate import embed_beir, ndcg_at
 

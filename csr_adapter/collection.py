@@ -150,13 +150,15 @@ class Collection:
                prune: bool = False, hybrid: bool = False, idf: bool = False, with_fallback: bool = False,
                batch_size: int = 32, overlap: int | None = None, budget: str = "fixed", avg_k: int | None = None,
                k_min: int | None = None, k_max: int | None = None, adapt_config=None, progress: bool = True,
-               layout: str | None = None):
+               layout: str | None = None, lexical: bool = True):
         """Bring the collection in line with ``corpus`` (a path or a :class:`~csr_adapter.corpus.Corpus`).
 
         ``adapt``: ``None`` adapts a new collection when the corpus has at least ``MIN_ADAPT_CHUNKS``
         chunks, ``True`` always (and rebuilds an existing one), ``False`` never. ``layout``: the names points
         are stored under (:data:`~csr_adapter.integrations.base.LAYOUTS`; ``"langchain"``: what langchain-qdrant
-        reads, server collections only); ``None``: the existing collection's, else ``"csr"``.
+        reads, server collections only); ``None``: the existing collection's, else ``"csr"``. ``lexical``: a new
+        Qdrant collection also stores each chunk's BM25 term weights (:mod:`csr_adapter.lexical`), which search
+        fuses with the codes; an existing collection keeps what it has (``adapt=True`` rebuilds it with them).
         """
         from .corpus import Corpus, read_corpus
 
@@ -169,7 +171,7 @@ class Collection:
         if meta is not None and adapt:
             return self._rebuild(corpus, meta, k=k, hybrid=hybrid, idf=idf, with_fallback=with_fallback,
                                  batch_size=batch_size, overlap=overlap, adapt_config=adapt_config,
-                                 prune=prune, progress=progress)
+                                 prune=prune, progress=progress, lexical=lexical)
         if meta is not None:
             if self._encoder is None:
                 self._encoder = self._model_for(meta)  # the meta just read: no second open of the engine
@@ -178,7 +180,8 @@ class Collection:
             k = meta.k if k is None and budget == "fixed" else k
             return self._write(enc, corpus, k=k, recreate=False, prune=prune, hybrid=hybrid, idf=idf,
                                with_fallback=with_fallback, batch_size=batch_size, overlap=overlap, budget=budget,
-                               avg_k=avg_k, k_min=k_min, k_max=k_max, progress=progress, layout=layout)
+                               avg_k=avg_k, k_min=k_min, k_max=k_max, progress=progress, layout=layout,
+                               lexical=meta.lexical)
         from .encoder import CSREncoder
 
         base = self.fixed or CSREncoder.from_pretrained(self.model, device=self.device, runtime=self.runtime)
@@ -188,7 +191,8 @@ class Collection:
                                        config=adapt_config, force=bool(adapt), progress=progress)
         report = self._write(enc, corpus, k=k, recreate=recreate, prune=prune, hybrid=hybrid, idf=idf,
                              with_fallback=with_fallback, batch_size=batch_size, overlap=overlap, budget=budget,
-                             avg_k=avg_k, k_min=k_min, k_max=k_max, progress=progress, layout=layout)
+                             avg_k=avg_k, k_min=k_min, k_max=k_max, progress=progress, layout=layout,
+                             lexical=lexical)
         report.adapt = adapted
         return report
 
@@ -219,18 +223,28 @@ class Collection:
         return enc, {**summary, "model_dir": str(where)}
 
     def _write(self, enc, corpus, *, k, recreate, prune, hybrid, idf, with_fallback, batch_size, overlap, budget,
-               avg_k, k_min, k_max, progress, name: str | None = None, layout: str = "csr"):
+               avg_k, k_min, k_max, progress, name: str | None = None, layout: str = "csr", lexical=False):
+        """Write ``corpus`` with ``enc``. ``lexical``: an existing collection's settings (a dict, or ``None``), or for a
+        new one ``True`` (BM25 fitted to the corpus's chunks, Qdrant only) / ``False``."""
         from .budget import ingest_k
         from .corpus import Chunker
         from .defaults import check_k
         from .dense_store import DenseStore
-        from .ingest import ingest_corpus
+        from .ingest import IndexState, ingest_corpus, plan
         from .integrations.base import CollectionMeta
 
         k = check_k(enc.k if k is None else k, enc.h)
         chunker = Chunker.for_encoder(enc, overlap)
         k = ingest_k(enc, budget, k, avg_k, k_min, k_max)
-        meta = CollectionMeta(enc.model_id, enc.h, k, d=enc.d if hybrid else None, idf=idf, layout=layout)
+        work = None
+        if lexical is True and self.kind == "qdrant":  # a new collection: BM25's average length from its chunks
+            from .lexical import BM25
+
+            work = plan(corpus, chunker, IndexState(), prune, full=budget == "corpus")
+            lexical = BM25.fit([t.chunk.text for t in work.todo]).to_dict()
+        lexical = lexical if isinstance(lexical, dict) else None
+        meta = CollectionMeta(enc.model_id, enc.h, k, d=enc.d if hybrid else None, idf=idf, layout=layout,
+                              lexical=lexical)
         if not recreate and self.kind != "faiss" and self._has_fallback(name):
             with_fallback = True  # every write and delete reaches every index of the collection
         be = self.open_backend(name, meta=meta, recreate=recreate)
@@ -243,14 +257,14 @@ class Collection:
                 report = ingest_corpus(enc, be, corpus, k=k, batch_size=batch_size,
                                        hybrid=hybrid or be.needs_dense, prune=prune,
                                        chunker=chunker, progress=progress, budget=budget, k_min=k_min,
-                                       k_max=k_max, dense_store=store)
+                                       k_max=k_max, dense_store=store, work=work, lexical=meta.bm25())
         finally:
             be.close()
         self._encoder = enc
         return report
 
     def _rebuild(self, corpus, meta, *, k, hybrid, idf, with_fallback, batch_size, overlap, adapt_config, prune,
-                 progress):
+                 progress, lexical: bool = True):
         """``ingest --adapt`` on an existing collection: adapt, build beside, switch."""
         from .encoder import CSREncoder
 
@@ -265,7 +279,7 @@ class Collection:
         report = self._write(enc, corpus, k=k or meta.k, recreate=True, prune=prune, hybrid=hybrid or bool(meta.d),
                              idf=idf or meta.idf, with_fallback=had_fallback, batch_size=batch_size,
                              overlap=overlap, budget="fixed", avg_k=None, k_min=None, k_max=None,
-                             progress=progress, name=nxt)
+                             progress=progress, name=nxt, lexical=lexical or bool(meta.lexical))
         self._switch(had_fallback)
         report.adapt = adapted
         report.backend["path"] = str(self._location())
@@ -297,39 +311,44 @@ class Collection:
         shutil.rmtree(old, ignore_errors=True)
 
     # -- search ---------------------------------------------------------------------------------------
-    def searcher(self, fallback: bool = True):
-        """A :class:`~csr_adapter.integrations.fallback.FallbackSearcher` over this collection (close it)."""
-        from .integrations.fallback import FallbackSearcher, open_fallback
+    def searcher(self, fallback: bool = True, *, mode: str | None = None, per_document: bool = False,
+                 k: int | None = None, **options: Any):
+        """A :class:`~csr_adapter.retrieval.Searcher` over this collection (close it). ``mode``: see
+        :data:`~csr_adapter.retrieval.MODES` (default ``fused`` where the collection has a lexical vector);
+        ``k``: query code latents (default the collection's; the model's ``query_k`` widens it)."""
+        from .defaults import check_k
+        from .integrations.fallback import open_fallback
+        from .retrieval import Searcher
 
         enc = self.encoder  # before opening: the embedded engine admits one open handle at a time
         be = self.open_backend()
         try:
             self.check_model(enc, be.meta)
+            k = check_k(be.meta.k if k is None else k, enc.h)
             if "sparse" not in be.capabilities:  # dense-only (--backend faiss): the backbone vector answers
-                return FallbackSearcher(self.encoder, None, be, k=be.meta.k)
-            dense = open_fallback(self.name, self.path, self.threads) if fallback else None
-            return FallbackSearcher(self.encoder, be, dense, k=be.meta.k)
+                return Searcher(enc, None, be, k=k, per_document=per_document, **options)
+            dense = open_fallback(self.name, self.path, self.threads) if fallback and mode != "hybrid" else None
+            return Searcher(enc, be, dense, k=k, mode=mode, per_document=per_document, **options)
         except BaseException:
             be.close()
             raise
 
-    def search(self, query: str, top_k: int = 5, filter: dict[str, Any] | None = None, fallback: bool = True):
-        """Top hits for one query with the fallback policy."""
-        return self.search_batch([query], top_k, filter, fallback)[0]
+    def search(self, query: str, top_k: int = 5, filter: dict[str, Any] | None = None, fallback: bool = True,
+               mode: str | None = None, per_document: bool = False):
+        """Top hits for one query (:class:`~csr_adapter.retrieval.Searcher`)."""
+        return self.search_batch([query], top_k, filter, fallback, mode, per_document)[0]
 
     def search_batch(self, queries: Sequence[str], top_k: int = 5, filter: dict[str, Any] | None = None,
-                     fallback: bool = True):
+                     fallback: bool = True, mode: str | None = None, per_document: bool = False):
         """Top hits per query (one list per query, input order); a filter outside the grammar of
         :mod:`csr_adapter.filters` is a one-line ``FilterError`` (a ``ValueError``); a relative ``source``/``file``
         value also matches its absolute path under the working directory, as the CLI's ``--filter``."""
         from .filters import check_filter
+        from .integrations.base import check_top_k
 
-        filter = check_filter(filter)  # before the model and the engine are opened
-        searcher = self.searcher(fallback)
-        try:
-            return [searcher.search(q, top_k=top_k, filter=filter) for q in queries]
-        finally:
-            searcher.close()
+        top_k, filter = check_top_k(top_k), check_filter(filter)  # before the model and the engine are opened
+        with self.searcher(fallback, mode=mode, per_document=per_document) as searcher:
+            return [a.hits for a in searcher.search_batch(queries, top_k, filter)]
 
     # -- inspection -----------------------------------------------------------------------------------
     def count(self) -> int:

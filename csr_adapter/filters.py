@@ -6,16 +6,16 @@ otherwise look like an engine failure and, with a fallback index, an empty answe
 - a key is dotted parts (``meta.lang``), each part letters, digits, ``_`` or ``-``; at most 256 characters;
 - a value is a string, a 64-bit integer or a boolean, or a non-empty list of at most 1,024 of them.
 
-Every way in checks it: the CLI, ``/search``, and the Python API (``Collection.search``, ``FallbackSearcher``,
+Every way in checks it: the CLI, ``/search``, and the Python API (``Collection.search``, ``Searcher``,
 each backend's ``search``, the LangChain and LlamaIndex retrievers), all with the same one-line
 :class:`FilterError` (a ``ValueError``).
 
 A ``source``/``file`` value written relative also matches the stored absolute path (ingest stores resolved
 absolute paths): relative to the working directory for the CLI's ``--filter`` and for text searches through
-the Python API (``Collection.search``, ``FallbackSearcher.search``/``answer``/``search_batch`` and the
+the Python API (``Collection.search``, ``Searcher.search``/``answer``/``search_batch`` and the
 retrievers built on them, see :func:`resolve_filter`), relative to ``source_root`` for ``/search``; a ``#``
 may sit anywhere in it (a file named ``notes#1.txt``, or ``file.jsonl#id`` for a record). The raw backends
-and ``FallbackSearcher.answer_encoded`` take values as given.
+and ``Searcher.answer_encoded`` take values as given.
 """
 
 from __future__ import annotations

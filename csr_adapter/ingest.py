@@ -177,7 +177,7 @@ def ingest_corpus(
     encoder, backend, corpus: Corpus, *, k: int | None = None, batch_size: int = 32, hybrid: bool = False,
     prune: bool = False, chunker: Chunker | None = None, progress: bool = True, group: int | None = None,
     budget: str = "fixed", k_min: int | None = None, k_max: int | None = None, dense_store=None,
-    work: Plan | None = None,
+    work: Plan | None = None, lexical=None,
 ) -> IngestReport:
     """Bring ``backend`` in line with ``corpus``: encode/upsert missing chunks, then delete stale ones.
 
@@ -185,7 +185,8 @@ def ingest_corpus(
     most one group of work. ``budget="corpus"``: one cutoff over all chunks gives ``chunks·k`` postings
     (``k`` = the average), so every chunk is re-encoded and re-written on each run. ``dense_store``
     (a :class:`~csr_adapter.dense_store.DenseStore`) reuses and keeps backbone vectors across runs;
-    ``work``: a plan already made against this backend.
+    ``work``: a plan already made against this backend. ``lexical`` (a :class:`~csr_adapter.lexical.BM25`):
+    each point also gets its BM25 term weights (default: the backend's own, where its collection has them).
     """
     from tqdm.auto import tqdm
 
@@ -197,6 +198,9 @@ def ingest_corpus(
     work.todo.sort(key=lambda t: (-t.chunk.tokens, t.id))  # length-sorted batches pad less
     prefix = encoder.config.document_prefix
     group = group or 8 * batch_size
+    meta = getattr(backend, "meta", None)
+    if lexical is None and meta is not None and getattr(meta, "lexical", None):
+        lexical = meta.bm25()
     t_encode = t_upsert = 0.0
     pooled = None
     if budget != "fixed":
@@ -220,7 +224,8 @@ def ingest_corpus(
                          else encoder.encode_dense(texts, batch_size=batch_size, prefix=prefix))
                 codes = encoder.sparsify(dense, k)
             t1 = time.perf_counter()
-            backend.upsert([Point(t.id, t.payload(), codes[i], dense[i] if hybrid else None)
+            terms = lexical.documents([t.chunk.text for t in part]) if lexical is not None else [None] * len(part)
+            backend.upsert([Point(t.id, t.payload(), codes[i], dense[i] if hybrid else None, terms[i])
                             for i, t in enumerate(part)])
             t_encode += t1 - t0
             t_upsert += time.perf_counter() - t1

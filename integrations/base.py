@@ -52,12 +52,16 @@ CAPABILITIES: dict[str, str] = {
     "retrieve": "retrieve(ids, with_vectors) -> stored points",
     "hit_vectors": "search(query, top_k, filter, with_vectors=True) puts each hit's stored code on SearchHit.code",
     "batch": "search_batch(queries, top_k, filter) for many queries of the search() kind",
+    "lexical": "lexical_search_batch(queries, top_k, filter) on the BM25 lexical vector (engine-side IDF)",
+    "fused": "fused_search(code, lexical, top_k, filter, rrf_k, depth) fuses codes and lexical with RRF in the engine",
 }
 
 
 def sparse_capabilities(meta: CollectionMeta | None) -> frozenset[str]:
     """What a sparse engine (Qdrant, Milvus) offers for a collection built with ``meta``."""
     base = {"sparse", "filters", "scroll", "optimize", "retrieve", "batch"}
+    if meta is not None and meta.lexical:
+        base |= {"lexical", "fused"}
     return frozenset(base | ({"dense", "hybrid"} if meta is not None and meta.d else set()))
 
 
@@ -169,6 +173,7 @@ class Point:
     payload: dict[str, Any]
     sparse: SparseEmbedding | None = None
     dense: np.ndarray | None = None
+    lexical: SparseEmbedding | None = None  # BM25 term weights (collections with a lexical vector)
 
 
 @dataclass
@@ -249,14 +254,32 @@ class CollectionMeta:
     d: int | None = None  # dense dim, when a dense vector is stored
     idf: bool = False  # sparse IDF modifier on
     layout: str = "csr"  # a key of LAYOUTS (stored only when not the default)
+    lexical: dict[str, Any] | None = None  # BM25 settings of the lexical vector (csr_adapter.lexical.BM25.to_dict)
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise BackendError(f"unknown layout {self.layout!r}: one of {', '.join(LAYOUTS)}")
+        if self.lexical is not None:
+            from ..lexical import BM25, LexicalError
+
+            try:
+                self.lexical = BM25.from_dict(self.lexical).to_dict()
+            except (LexicalError, TypeError) as exc:
+                raise BackendError(f"collection metadata: {exc}") from None
+
+    def bm25(self):
+        """The lexical vector's :class:`~csr_adapter.lexical.BM25` (``None``: the collection has none)."""
+        from ..lexical import BM25
+
+        return None if self.lexical is None else BM25.from_dict(self.lexical)
 
     def to_dict(self) -> dict[str, Any]:
         data = {"model_id": self.model_id, "h": self.h, "k": self.k, "d": self.d, "idf": self.idf}
-        return data if self.layout == "csr" else {**data, "layout": self.layout}
+        if self.layout != "csr":
+            data["layout"] = self.layout
+        if self.lexical is not None:
+            data["lexical"] = dict(self.lexical)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CollectionMeta:

@@ -108,8 +108,8 @@ class FaissBackend(BackendBase):
         stored = self.store.get_meta()
         if "d" not in stored:  # new: record what we know now (d may come with the first upsert)
             if meta is not None:
-                self.store.set_meta(**{k: v for k, v in meta.to_dict().items() if v is not None and k != "idf"},
-                                    index_factory=self.index_factory, normalize=int(self.normalize))
+                kept = {k: v for k, v in meta.to_dict().items() if v is not None and k not in ("idf", "lexical")}
+                self.store.set_meta(**kept, index_factory=self.index_factory, normalize=int(self.normalize))
             return meta
         have = CollectionMeta(stored.get("model_id", ""), int(stored.get("h", 0)), int(stored.get("k", 0)),
                               int(stored["d"]))

@@ -27,10 +27,11 @@ from langchain_core.vectorstores import VectorStore  # noqa: E402
 from pydantic import ConfigDict  # noqa: E402
 
 from ..filters import check_filter  # noqa: E402
+from ..retrieval import Searcher  # noqa: E402
 from ..sparse import SparseEmbedding  # noqa: E402
 from .base import Backend, Point, SearchHit  # noqa: E402
 from .encoders import _ENCODERS, collection_encoder, load_encoder  # noqa: E402, F401
-from .fallback import FallbackSearcher, WithFallback  # noqa: E402
+from .fallback import WithFallback  # noqa: E402
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -148,7 +149,7 @@ class CSRRetriever(BaseRetriever):
 
             dense = FaissBackend(dense)
         encoder = encoder if encoder is not None else load_encoder(model)
-        return cls(searcher=FallbackSearcher(encoder, sparse, dense, rerank=rerank), **kwargs)
+        return cls(searcher=Searcher(encoder, sparse, dense, rerank=rerank), **kwargs)
 
     @classmethod
     def from_collection(
@@ -193,7 +194,7 @@ class CSRVectorStore(VectorStore):
         self.dense = dense
         self.sparse = sparse
         # with the encoder, sparse hits get the model's code re-scoring (``rescore_depth``), as ``search`` does
-        self.searcher = FallbackSearcher(sparse_embedding.encoder if sparse is not None else None, sparse, dense,
+        self.searcher = Searcher(sparse_embedding.encoder if sparse is not None else None, sparse, dense,
                                          rerank=rerank)
         hybrid = bool(getattr(getattr(sparse, "meta", None), "d", None))  # sparse side stores dense too
         self._writer = WithFallback(sparse, dense, keep_dense=hybrid) if sparse is not None else dense

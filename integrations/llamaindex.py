@@ -27,10 +27,10 @@ from llama_index.core.vector_stores.types import FilterCondition, FilterOperator
 from pydantic import PrivateAttr  # noqa: E402
 
 from ..filters import FilterError, check_filter  # noqa: E402
+from ..retrieval import Searcher  # noqa: E402
 from ..sparse import SparseEmbeddings  # noqa: E402
 from .base import SearchHit  # noqa: E402
 from .encoders import collection_encoder, load_encoder  # noqa: E402
-from .fallback import FallbackSearcher  # noqa: E402
 
 BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 
@@ -163,7 +163,7 @@ class CSRRetriever(BaseRetriever):
     ``dense`` or ``rerank``) plus the stored payload (source, chunk, ...). Close it when done.
     """
 
-    def __init__(self, searcher: FallbackSearcher, *, similarity_top_k: int = 4,
+    def __init__(self, searcher: Searcher, *, similarity_top_k: int = 4,
                  filters: MetadataFilters | dict[str, Any] | None = None, text_key: str = "text",
                  **kwargs: Any) -> None:
         from .base import check_top_k

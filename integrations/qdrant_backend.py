@@ -52,6 +52,7 @@ from csr_adapter.sparse import SparseEmbedding
 
 SPARSE = "csr"
 DENSE = "dense"
+LEXICAL = "lexical"  # BM25 term weights, IDF applied by the engine (collections whose meta has ``lexical``)
 MIN_SCORE = 1e-30  # score_threshold for sparse queries: keeps only hits that share a latent
 
 
@@ -168,6 +169,8 @@ class QdrantBackend(BackendBase):
         vec: dict[str, Any] = {}
         if p.sparse is not None:
             vec[self.layout.sparse] = self.transport.sparse(*sorted_unique(p.sparse))
+        if p.lexical is not None and self.meta.lexical and len(p.lexical):
+            vec[LEXICAL] = self.transport.sparse(*sorted_unique(p.lexical))
         if p.dense is not None:
             if not self.meta.d:
                 raise BackendError(f"{self.transport.where}: collection has no dense vector "
@@ -263,6 +266,37 @@ class QdrantBackend(BackendBase):
         """Top hits for one sparse code (score > 0 only) or dense vector, best first (``with_vectors``: each
         sparse hit carries its stored code)."""
         return self.search_batch([query], top_k, filter, with_payload, with_vectors)[0]
+
+    def lexical_search_batch(
+        self, queries: Sequence[SparseEmbedding], top_k: int = 10, filter: dict[str, Any] | None = None,
+        with_payload: bool = True,
+    ) -> list[list[SearchHit]]:
+        """Top hits per lexical query vector (BM25: the engine's IDF times the stored term weights), best first."""
+        require_capability(self, "lexical", f"lexical search in {self.transport.where}")
+        check_top_k(top_k)
+        rows = list(queries)
+        flt = self._filter(filter)
+        live = [r for r in rows if len(r)]
+        requests = [Nearest(self.transport.sparse(*sorted_unique(r)), LEXICAL, top_k, flt, MIN_SCORE, with_payload)
+                    for r in live]
+        results = iter(self.transport.query_batch(requests) if requests else [])
+        return [to_hits(next(results), "lexical", True, self.layout) if len(r) else [] for r in rows]
+
+    def fused_search(
+        self, code: SparseEmbedding, lexical: SparseEmbedding, top_k: int = 10, filter: dict[str, Any] | None = None,
+        rrf_k: int = DEFAULT_RRF_K, depth: int | None = None,
+    ) -> list[SearchHit]:
+        """The codes' and the lexical vector's best ``depth`` candidates each, fused in the engine with Reciprocal
+        Rank Fusion (``1 / (rrf_k + rank)``, ranks from 0); an empty side is left out."""
+        require_capability(self, "fused", f"fused search in {self.transport.where}")
+        check_top_k(top_k)
+        flt, limit = self._filter(filter), depth or prefetch_limit(top_k)
+        prefetches = [self._nearest(code, limit, flt)] if len(code) else []
+        if len(lexical):
+            prefetches.append(Nearest(self.transport.sparse(*sorted_unique(lexical)), LEXICAL, limit, flt, MIN_SCORE))
+        if not prefetches:
+            return []
+        return to_hits(self.transport.fuse(prefetches, int(rrf_k), top_k), "fused", True, self.layout)
 
     def hybrid_search(
         self, sparse: SparseEmbedding, dense: np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,

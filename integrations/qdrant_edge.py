@@ -29,7 +29,7 @@ from csr_adapter.integrations.base import (
     first_line,
     make_private_dir,
 )
-from csr_adapter.integrations.qdrant_backend import DENSE, Nearest, QdrantBackend
+from csr_adapter.integrations.qdrant_backend import DENSE, LEXICAL, Nearest, QdrantBackend
 
 META_FILE = "csr-adapter.json"
 EDGE_FILE = "edge_config.json"
@@ -58,8 +58,10 @@ def _config(meta: CollectionMeta, threads: int | None):
     q = _edge()
     sparse = q.EdgeSparseVectorParams(modifier=q.Modifier.Idf if meta.idf else None)
     vectors = {DENSE: q.EdgeVectorParams(size=meta.d, distance=q.Distance.Dot)} if meta.d else None
-    return q.EdgeConfig(vectors=vectors, sparse_vectors={LAYOUTS[meta.layout].sparse: sparse},
-                        max_search_threads=threads)
+    sparse_vectors = {LAYOUTS[meta.layout].sparse: sparse}
+    if meta.lexical:
+        sparse_vectors[LEXICAL] = q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)
+    return q.EdgeConfig(vectors=vectors, sparse_vectors=sparse_vectors, max_search_threads=threads)
 
 
 class EdgeTransport:

@@ -13,7 +13,7 @@ from typing import Any
 
 from csr_adapter.errors import require
 from csr_adapter.integrations.base import LAYOUTS, BackendError, CollectionMeta, Point, first_line
-from csr_adapter.integrations.qdrant_backend import DENSE, Nearest, QdrantBackend
+from csr_adapter.integrations.qdrant_backend import DENSE, LEXICAL, Nearest, QdrantBackend
 
 META_KEY = "csr_adapter"
 
@@ -73,6 +73,8 @@ class ClientTransport:
     def create(self, meta: CollectionMeta) -> None:
         m = _models()
         sparse = {LAYOUTS[meta.layout].sparse: m.SparseVectorParams(modifier=m.Modifier.IDF if meta.idf else None)}
+        if meta.lexical:
+            sparse[LEXICAL] = m.SparseVectorParams(modifier=m.Modifier.IDF)
         dense = {DENSE: m.VectorParams(size=meta.d, distance=m.Distance.DOT)} if meta.d else {}
         self._call(self.client.create_collection, self.collection, vectors_config=dense,
                    sparse_vectors_config=sparse, metadata={META_KEY: meta.to_dict()})

@@ -10,7 +10,8 @@ import pytest
 
 from csr_adapter.integrations.base import CollectionMeta, Point
 from csr_adapter.integrations.faiss import FaissBackend, InvalidTopKError
-from csr_adapter.integrations.fallback import FallbackConfigError, FallbackSearcher, WithFallback
+from csr_adapter.integrations.fallback import FallbackConfigError, WithFallback
+from csr_adapter.retrieval import Searcher as FallbackSearcher
 
 qdrant_edge = pytest.importorskip("csr_adapter.integrations.qdrant_edge")
 

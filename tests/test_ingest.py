@@ -16,8 +16,8 @@ import pytest
 from csr_adapter.corpus import read_corpus
 from csr_adapter.ingest import IndexState, ingest_corpus, point_id
 from csr_adapter.integrations.base import CollectionMeta, CollectionMismatchError
-from csr_adapter.integrations.fallback import FallbackSearcher
 from csr_adapter.integrations.qdrant import open_qdrant
+from csr_adapter.retrieval import Searcher as FallbackSearcher
 
 N_QUERIES = 20
 

@@ -21,7 +21,8 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
 from csr_adapter.integrations import langchain as lc  # noqa: E402
 from csr_adapter.integrations.base import CollectionMeta, Point  # noqa: E402
 from csr_adapter.integrations.faiss import FaissBackend  # noqa: E402
-from csr_adapter.integrations.fallback import FallbackSearcher, WithFallback  # noqa: E402
+from csr_adapter.integrations.fallback import WithFallback  # noqa: E402
+from csr_adapter.retrieval import Searcher as FallbackSearcher  # noqa: E402
 
 STATE: dict = {}
 

@@ -110,7 +110,7 @@ class _WithoutHitVectors:
 def test_search_serves_the_re_scored_order_from_a_real_embedded_collection(encoder, scifact_slice, tmp_path):
     pytest.importorskip("qdrant_edge")
     from csr_adapter.collection import open_collection
-    from csr_adapter.integrations.fallback import FallbackSearcher
+    from csr_adapter.retrieval import Searcher as FallbackSearcher
 
     folder = tmp_path / "docs"
     folder.mkdir()

@@ -41,8 +41,9 @@ def collection(enc, tmp_path_factory):
     """DOCS in the embedded engine (Qdrant Edge in a tmp dir) with an in-memory FAISS fallback."""
     from csr_adapter.integrations.base import CollectionMeta
     from csr_adapter.integrations.faiss import FaissBackend
-    from csr_adapter.integrations.fallback import FallbackSearcher, WithFallback
+    from csr_adapter.integrations.fallback import WithFallback
     from csr_adapter.integrations.qdrant import open_qdrant
+    from csr_adapter.retrieval import Searcher as FallbackSearcher
 
     sparse = open_qdrant("docs", path=tmp_path_factory.mktemp("edge"), meta=CollectionMeta(enc.model_id, enc.h, enc.k))
     dense_index = FaissBackend(None)
@@ -201,7 +202,7 @@ class Unreachable:
 
 
 def test_search_without_collections_or_backend_is_503(enc):
-    from csr_adapter.integrations.fallback import FallbackSearcher
+    from csr_adapter.retrieval import Searcher as FallbackSearcher
 
     with serve_in_thread(create_app(enc, config=ServeConfig(warmup=False))) as url:
         assert_json_error(httpx.post(url + "/search", json={"query": "x"}), 503, "NoCollection")

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from ..defaults import DEFAULT_RRF_K, check_k
+from ..defaults import DEFAULT_RRF_K
 from ..filters import FilterError, parse_filter_args
 from .options import (
     Float,
@@ -208,9 +208,16 @@ def read_queries(file: str) -> list[tuple[str, str]]:
                    "queries at max(k, query_k)).")
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
               help="Payload equality filter (repeatable): source, file, doc_id, chunk or a metadata key.")
-@click.option("--hybrid", is_flag=True, help="Fuse sparse and dense hits with RRF (needs a --hybrid ingest).")
+@click.option("--mode", type=click.Choice(["fused", "codes", "lexical", "dense", "hybrid"]), default=None,
+              help="fused: codes + BM25 (the default where the collection has a lexical vector); codes: CSR codes "
+                   "alone (with the FAISS fallback); lexical: BM25 alone; dense: the dense vector; hybrid: codes + "
+                   "dense (a --hybrid ingest).")
+@click.option("--hybrid", is_flag=True, help="Same as --mode hybrid.")
 @click.option("--rrf-k", type=Int(min=1), default=DEFAULT_RRF_K, show_default=True,
-              help="RRF constant: score = sum of 1/(rrf_k + rank), rank from 0.")
+              help="RRF constant of fused and hybrid modes: score = sum of 1/(rrf_k + rank), rank from 0.")
+@click.option("--per-document/--per-chunk", "per_document", default=None,
+              help="One hit per document (its best chunk), or every chunk. Default: per document with --queries, "
+                   "per chunk otherwise.")
 @click.option("--no-fallback", is_flag=True, help="Sparse only, even if the collection has a FAISS fallback.")
 @click.option("--budget", type=click.Choice(["fixed", "threshold"]), default="fixed", show_default=True,
               help="Query code: top-k, or the model's calibrated threshold (pooled-budget models).")
@@ -220,57 +227,39 @@ def read_queries(file: str) -> list[tuple[str, str]]:
 @json_option
 def search(query: str | None, queries_file: str | None, backend: str, collection: str, store: str | None,
            url: str | None, api_key: str | None, model: str | None, top_k: int, k: int | None,
-           filters: tuple[str, ...], hybrid: bool, rrf_k: int, no_fallback: bool, budget: str, device: str,
-           runtime: str, threads: int, as_json: bool) -> None:
+           filters: tuple[str, ...], mode: str | None, hybrid: bool, rrf_k: int, per_document: bool | None,
+           no_fallback: bool, budget: str, device: str, runtime: str, threads: int, as_json: bool) -> None:
     """Search a collection for QUERY (or every query in --queries FILE); prints rank, score, source, snippet.
 
     The collection's own model (adapted at ingest) is used unless --model is given.
     """
     from ..collection import Collection
-    from ..integrations.base import CollectionMismatchError, require_capability
     from ..runtime import set_threads
 
     if (query is None) == (queries_file is None):
         raise click.UsageError("give a QUERY or --queries FILE (not both)")
+    if hybrid and mode not in (None, "hybrid"):
+        raise click.UsageError(f"--hybrid and --mode {mode} are exclusive")
+    mode = "hybrid" if hybrid else mode
     flt = parse_filters(filters)
     batch = read_queries(queries_file) if queries_file is not None else [("1", query)]
+    per_document = queries_file is not None if per_document is None else per_document
     set_threads(threads)
     col = Collection(collection, backend=backend, path=store, url=url, api_key=api_key, model=model, device=device,
                      runtime=runtime, threads=threads or None, client=server_client(url))
-    enc = col.encoder  # the collection's own model unless --model (resolved before the engine is opened)
-    be = col.open_backend()
-    fallback = None
     try:
-        if hybrid and not be.meta.d:
-            raise CollectionMismatchError(f"collection {collection!r} has no dense vectors: re-ingest with --hybrid")
-        if hybrid:
-            require_capability(be, "hybrid", "--hybrid")
-        col.check_model(enc, be.meta)
-        try:
-            k = check_k(be.meta.k if k is None else k, enc.h)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--k") from None
-        if not hybrid and not no_fallback:
-            from ..integrations.fallback import open_fallback
-
-            fallback = open_fallback(collection, store, threads or None)
+        searcher = col.searcher(not no_fallback, mode=mode, per_document=per_document, k=k, rrf_k=rrf_k,
+                                budget=budget)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--k") from None
+    with searcher:
+        if mode is None and searcher.sparse is not None and "lexical" not in searcher.sparse.capabilities \
+                and not as_json and queries_file is None and backend == "qdrant":
+            click.echo(f"note: collection {collection!r} has no lexical (BM25) vector, so search uses the codes "
+                       "alone; `ingest PATH --adapt` (or --recreate) adds it", err=True)
         results = []
         for lo in range(0, len(batch), 256):
-            part = batch[lo:lo + 256]
-            dense = enc.encode_dense([t for _, t in part], prefix=enc.config.query_prefix)
-            codes = enc.sparsify(dense, k, budget=budget, role="query")
-            for i in range(len(part)):
-                if hybrid:
-                    hits = be.hybrid_search(codes[i], dense[i], top_k=top_k, filter=flt, rrf_k=rrf_k)
-                else:
-                    from ..integrations.fallback import serve
-
-                    hits = serve(enc, be, codes[i], dense[i], top_k, flt, fallback)
-                results.append(hits)
-    finally:
-        if fallback is not None:
-            fallback.close()
-        be.close()
+            results += [a.hits for a in searcher.search_batch([t for _, t in batch[lo:lo + 256]], top_k, flt)]
     if queries_file is not None:
         for (qid, text), hits in zip(batch, results):
             click.echo(json.dumps({"id": qid, "query": text,
@@ -292,5 +281,5 @@ def search(query: str | None, queries_file: str | None, backend: str, collection
             where += f" [{int(p.get('chunk', 0)) + 1}/{p['n_chunks']}]"
         snippet = " ".join(printable(str(p.get("text", ""))).split())
         snippet = snippet if len(snippet) <= 100 else snippet[:99] + "…"
-        via = "" if hit.served_by == "sparse" else f"  ({hit.served_by})"
+        via = "" if hit.served_by in ("sparse", "fused") else f"  ({hit.served_by})"
         click.echo(f"{rank:>3}  {hit.score:.4f}  {where}{via}  {snippet}")

@@ -52,7 +52,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app around a loaded :class:`~csr_adapter.CSREncoder`.
 
-    ``collections`` maps a name to a ``FallbackSearcher`` (or a bare sparse ``Backend``) for ``/search``.
+    ``collections`` maps a name to a ``Searcher`` (or a bare sparse ``Backend``) for ``/search``.
     The micro-batcher starts with the app (ASGI lifespan), so run it under uvicorn or ``TestClient``.
     """
     config = config or ServeConfig()

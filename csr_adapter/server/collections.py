@@ -2,7 +2,7 @@
 
 Each collection is opened read-only through :class:`~csr_adapter.collection.Collection` (the same rules as
 the CLI), checked against the served model, and wrapped in the sparse -> dense
-:class:`~csr_adapter.integrations.fallback.FallbackSearcher` (with the collection's FAISS fallback
+:class:`~csr_adapter.retrieval.Searcher` (with the collection's FAISS fallback
 when ``ingest --with-fallback`` wrote one; a dense-only ``--backend faiss`` collection answers dense).
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 def open_collection(encoder, name: str, backend: str = "qdrant", path: str | None = None, url: str | None = None,
                     api_key: str | None = None, threads: int | None = None, fallback: bool = True,
                     own_model: bool = False):
-    """One collection as a ``FallbackSearcher`` (its ``k`` = the collection's k).
+    """One collection as a ``Searcher`` (its ``k`` = the collection's k).
 
     ``own_model``: a collection built with another model (e.g. adapted at ingest) is served with that
     model, loaded from the collection's model store and sharing ``encoder``'s backbone; otherwise a
@@ -28,7 +28,7 @@ def open_collection(encoder, name: str, backend: str = "qdrant", path: str | Non
 
 
 def open_collections(encoder, names: Iterable[str], **options) -> dict:
-    """``{name: FallbackSearcher}`` for each name (all closed again if one fails to open)."""
+    """``{name: Searcher}`` for each name (all closed again if one fails to open)."""
     opened: dict = {}
     try:
         for name in dict.fromkeys(names):

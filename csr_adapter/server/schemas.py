@@ -125,6 +125,9 @@ class SearchRequest(BaseModel):
         None, description="Payload equality filter: {field: value}; a list value matches any of its items. Keys: "
                           "dotted parts of letters, digits, '_' or '-'; values: strings, 64-bit integers, booleans.")
     k: PositiveInt | None = Field(None, description="Active latents for the query code (default: the collection's).")
+    mode: Literal["fused", "codes", "lexical", "dense", "hybrid"] | None = Field(
+        None, description="fused: codes + BM25 (default where the collection has a lexical vector); codes, lexical, "
+                          "dense or hybrid (codes + dense) alone.")
 
     _unicode = field_validator("query", "collection", "filter")(check_unicode)
     _filter = field_validator("filter")(check_filter)
@@ -134,7 +137,8 @@ class SearchHitModel(BaseModel):
     id: str
     score: float
     payload: dict[str, Any]
-    served_by: str = Field(..., description="Which path produced the hit: sparse, dense or rerank.")
+    served_by: str = Field(..., description="Which path produced the hit: sparse, fused, lexical, hybrid, dense or "
+                                            "rerank.")
 
 
 class SearchResponse(BaseModel):

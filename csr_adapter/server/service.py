@@ -12,6 +12,7 @@ from .. import __version__
 from ..defaults import check_k
 from ..errors import CSRAdapterError
 from ..filters import with_absolute_paths
+from ..retrieval import Query
 from .batching import BatchTimeout, Overloaded, Unavailable
 from .config import ServeConfig
 from .engine import EncodeEngine, EncodeJob, EncodeResult, TooLong
@@ -20,12 +21,12 @@ from .schemas import SearchRequest
 
 
 def as_searcher(encoder, backend):
-    """A :class:`~csr_adapter.integrations.fallback.FallbackSearcher` as is; a bare backend = sparse only."""
-    from ..integrations.fallback import FallbackSearcher
+    """A :class:`~csr_adapter.retrieval.Searcher` as is; a bare backend = sparse only."""
+    from ..retrieval import Searcher
 
-    if isinstance(backend, FallbackSearcher):
+    if isinstance(backend, Searcher):
         return backend
-    return FallbackSearcher(encoder, sparse=backend)
+    return Searcher(encoder, sparse=backend)
 
 
 def first_line(exc: BaseException) -> str:
@@ -116,19 +117,26 @@ class Service:
             raise ApiError(422, f"top_k={req.top_k} exceeds the limit {self.config.max_top_k}")
         enc = searcher.encoder or self.encoder  # a collection may own its (adapted) model
         k = self.check_k(req.k) or searcher.k or enc.k
-        sparse = searcher.sparse is not None
+        try:
+            mode = searcher.check_mode(req.mode)
+        except CSRAdapterError as exc:
+            raise ApiError(422, f"search rejected: {first_line(exc)}") from None
+        sparse = searcher.sparse is not None and mode in ("fused", "codes", "hybrid")
         own = enc is not self.encoder
-        job = EncodeJob([enc.config.query_prefix + req.query], k=k if sparse and not own else None, role="query",
-                        dense=True, normalize=None, raw=True)
-        result = await self.run(job)
-        code = result.sparse[0] if result.sparse else None
-        if sparse and own:  # the shared backbone's vector through the collection's own head
-            code = enc.sparsify(result.dense[:1], k, role="query")[0]
+        code = vector = None
+        if mode != "lexical":  # the batcher encodes; the searcher gets what it made
+            job = EncodeJob([enc.config.query_prefix + req.query], k=k if sparse and not own else None,
+                            role="query", dense=True, normalize=None, raw=True)
+            result = await self.run(job)
+            vector = result.dense[0]
+            code = result.sparse[0] if result.sparse and sparse else None
+            if sparse and own:  # the shared backbone's vector through the collection's own head
+                code = enc.sparsify(result.dense[:1], k, role="query")[0]
+        query = Query(text=req.query, vector=vector, code=code)
         loop = asyncio.get_running_loop()
         try:
             answer = await asyncio.wait_for(loop.run_in_executor(
-                self.search_pool, searcher.answer_encoded, code, result.dense[0], req.top_k,
-                self.absolute_filter(req.filter)),
+                self.search_pool, searcher.answer_query, query, req.top_k, self.absolute_filter(req.filter), mode),
                 self.config.timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(503, f"collection {name!r} did not answer within {self.config.timeout_s:g}s",
