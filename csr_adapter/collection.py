@@ -326,7 +326,7 @@ class Collection:
             self.check_model(enc, be.meta)
             k = check_k(be.meta.k if k is None else k, enc.h)
             if "sparse" not in be.capabilities:  # dense-only (--backend faiss): the backbone vector answers
-                return Searcher(enc, None, be, k=k, per_document=per_document, **options)
+                return Searcher(enc, None, be, k=k, mode=mode, per_document=per_document, **options)
             dense = open_fallback(self.name, self.path, self.threads) if fallback and mode != "hybrid" else None
             return Searcher(enc, be, dense, k=k, mode=mode, per_document=per_document, **options)
         except BaseException:

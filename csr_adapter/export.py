@@ -80,16 +80,16 @@ def source_model(col: Collection, model_id: str, model: str | None = None) -> Pa
 
 
 def _same(a, b) -> bool:
-    """Two :class:`~csr_adapter.integrations.base.Point` s are equal: payload, sparse code and dense vector."""
+    """Two :class:`~csr_adapter.integrations.base.Point` s are equal: payload, sparse code, lexical and dense vector."""
     if a.payload != b.payload:
         return False
-    for x, y in ((a.sparse, b.sparse), (a.dense, b.dense)):
+    for x, y in ((a.sparse, b.sparse), (a.dense, b.dense), (a.lexical, b.lexical)):
         if (x is None) != (y is None):
             return False
-    if a.sparse is not None and not (np.array_equal(a.sparse.indices, b.sparse.indices)
-                                     and np.array_equal(np.asarray(a.sparse.values, np.float32),
-                                                        np.asarray(b.sparse.values, np.float32))):
-        return False
+    for x, y in ((a.sparse, b.sparse), (a.lexical, b.lexical)):
+        if x is not None and not (np.array_equal(x.indices, y.indices) and np.array_equal(
+                np.asarray(x.values, np.float32), np.asarray(y.values, np.float32))):
+            return False
     return a.dense is None or np.array_equal(np.asarray(a.dense, np.float32), np.asarray(b.dense, np.float32))
 
 

@@ -287,9 +287,11 @@ class CollectionMeta:
         return cls(**{key: value for key, value in data.items() if key in known})
 
     def mismatches(self, other: CollectionMeta) -> list[str]:
-        """Human-readable differences (``"model_id abc != def"``); empty when compatible."""
+        """Human-readable differences (``"model_id abc != def"``); empty when compatible. ``other`` without lexical
+        settings takes the stored ones (writes through it compute the stored collection's lexical vector)."""
         return [f"{f.name} {getattr(self, f.name)} != {getattr(other, f.name)}"
-                for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+                for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)
+                and not (f.name == "lexical" and other.lexical is None)]
 
 
 class BackendBase:

@@ -114,3 +114,47 @@ class CSRSparseDocumentEmbedder(_CSRComponent):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CSRSparseDocumentEmbedder:
         return default_from_dict(cls, data)
+
+
+@component
+class CSRRetriever:
+    """``Document`` s from an ingested csr-adapter collection through its :class:`~csr_adapter.retrieval.Searcher`
+    (the collection's own model; codes fused with BM25 where the collection has a lexical vector).
+
+    Each ``Document`` carries the hit's ``score`` and ``meta`` = the stored payload (minus the text) plus
+    ``served_by``. ``top_k`` and ``filters`` (csr-adapter equality filters, ``{"source": "a.txt"}``) can be set
+    here or per ``run``. Close it when done.
+
+    >>> retriever = CSRRetriever.from_collection("docs", path="store/")
+    >>> retriever.run("vitamin D and fractures", top_k=3)["documents"]
+    """
+
+    def __init__(self, searcher, *, top_k: int = 10, filters: dict[str, Any] | None = None) -> None:
+        from ..filters import check_filter
+        from .base import check_top_k
+
+        self.searcher, self.top_k, self.filters = searcher, check_top_k(top_k), check_filter(filters)
+
+    @classmethod
+    def from_collection(cls, collection: str = "csr", *, backend: str = "qdrant", path: str | None = None,
+                        url: str | None = None, api_key: str | None = None, fallback: bool = True,
+                        device: str = "auto", mode: str | None = None, **kwargs: Any) -> CSRRetriever:
+        from ..collection import Collection
+
+        col = Collection(collection, backend=backend, path=path, url=url, api_key=api_key, device=device)
+        return cls(col.searcher(fallback, mode=mode), **kwargs)
+
+    @component.output_types(documents=list[Document])
+    def run(self, query: str, top_k: int | None = None, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+        hits = self.searcher.search(query, top_k=top_k or self.top_k,
+                                    filter=filters if filters is not None else self.filters)
+        docs = []
+        for hit in hits:
+            meta = dict(hit.payload)
+            text = meta.pop("text", "")
+            docs.append(Document(id=hit.id, content=str(text), meta={**meta, "served_by": hit.served_by},
+                                 score=hit.score))
+        return {"documents": docs}
+
+    def close(self) -> None:
+        self.searcher.close()

@@ -116,9 +116,12 @@ def stored_code(point: Any, h: int, name: str) -> SparseEmbedding | None:
 
 def record_to_point(record: Any, h: int, layout: Layout = LAYOUTS["csr"]) -> Point:
     """A retrieved Qdrant record (Edge or client: ``id``, ``payload``, named ``vector``) as a :class:`Point`."""
+    from csr_adapter.lexical import DIM
+
     vec = record.vector if isinstance(record.vector, dict) else {}
     dense = np.asarray(vec[DENSE], np.float32) if DENSE in vec else None
-    return Point(str(record.id), layout.load(dict(record.payload or {})), stored_code(record, h, layout.sparse), dense)
+    return Point(str(record.id), layout.load(dict(record.payload or {})), stored_code(record, h, layout.sparse), dense,
+                 stored_code(record, DIM, LEXICAL))
 
 
 def to_hits(points: Any, served_by: str, positive: bool, layout: Layout = LAYOUTS["csr"],

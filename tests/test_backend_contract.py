@@ -30,6 +30,8 @@ from csr_adapter.integrations.base import (
     require_capability,
 )
 from csr_adapter.integrations.registry import open_backend
+from csr_adapter.lexical import BM25, query_vector
+from csr_adapter.retrieval import MODES, Query, Searcher
 from csr_adapter.sparse import SparseEmbedding
 
 H, K, D, N = 64, 4, 8, 24
@@ -235,6 +237,9 @@ def test_capabilities_match_behaviour(filled: Backend, data: dict[str, Any]) -> 
         "batch": lambda: [r[0].id for r in filled.search_batch(
             [code, data["codes"][7]] if "sparse" in caps else np.stack([vec, data["dense"][7]]), top_k=2)]
         == [ids[6], ids[7]],
+        # META has no lexical vector: no engine declares these here (test_one_searcher_over_every_engine does)
+        "lexical": lambda: filled.lexical_search_batch([query_vector("doc")], top_k=2),
+        "fused": lambda: filled.fused_search(code, query_vector("doc"), top_k=2),
     }
     assert set(checks) == set(CAPABILITIES)
     for cap, check in checks.items():
@@ -282,3 +287,31 @@ def test_with_fallback_declares_both_sides(tmp_path: Path, data: dict[str, Any])
         assert both.count() == N and len(list(both.scroll([]))) == N
     finally:
         both.close()
+
+
+def test_one_searcher_over_every_engine(engine: Engine, data: dict[str, Any]) -> None:
+    """The one query pipeline on each engine: every mode the engine can serve finds the queried point first, through
+    the engine's own capability (codes, lexical, fused, dense, hybrid); the others are one-line refusals."""
+    meta = replace(META, lexical=BM25(avgdl=2.0).to_dict())
+    bm25, ids = meta.bm25(), data["ids"]
+    be = engine.open("searched", meta=meta)
+    try:
+        be.upsert([replace(p, lexical=bm25.document(f"word{i} common")) for i, p in enumerate(data["points"])])
+        caps = be.capabilities
+        searcher = Searcher(None, be, None) if "sparse" in caps else Searcher(None, None, be)
+        query = Query(text="word6", vector=data["dense"][6], code=data["codes"][6], lexical=query_vector("word6"))
+        served = {"fused": "lexical" in caps, "codes": "sparse" in caps, "lexical": "lexical" in caps,
+                  "dense": "dense" in caps, "hybrid": "hybrid" in caps}
+        assert set(served) == set(MODES)
+        assert served["lexical"] == (engine.kind in ("edge", "memory"))  # engine-side IDF: Qdrant only
+        for mode, ok in served.items():
+            if not ok:
+                with pytest.raises(UnsupportedError, match=mode):
+                    searcher.answer_query(query, top_k=3, mode=mode)
+                continue
+            answer = searcher.answer_query(query, top_k=3, mode=mode, filter={"lang": ["en", "de", "fr"]})
+            assert answer.hits[0].id == ids[6], mode
+            assert answer.hits[0].payload == data["payloads"][6], mode
+        assert searcher.mode == ("fused" if served["lexical"] else "codes" if served["codes"] else "dense")
+    finally:
+        be.close()

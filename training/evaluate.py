@@ -129,6 +129,61 @@ def evaluate_sparse(encoder, docs: np.ndarray, queries: np.ndarray, data: BeirDa
     return rows
 
 
+def bm25_scores(data: BeirData) -> np.ndarray:
+    """``(n_queries, n_docs)`` BM25 scores as a collection's lexical vector gives them (:mod:`csr_adapter.lexical`:
+    the same terms and weights, and Qdrant's IDF over these documents), on whole documents (title, text)."""
+    import scipy.sparse as sp
+
+    from ..lexical import BM25, query_vector
+
+    texts = [data.doc_text(d) for d in data.corpus]
+    bm = BM25.fit(texts)
+
+    def matrix(vectors) -> sp.csr_matrix:
+        indptr = np.cumsum([0] + [len(v) for v in vectors])
+        idx = np.concatenate([v.indices for v in vectors]) if vectors else np.zeros(0, np.int32)
+        val = np.concatenate([v.values for v in vectors]) if vectors else np.zeros(0, np.float32)
+        return idx, val, indptr
+
+    didx, dval, dptr = matrix(bm.documents(texts))
+    qidx, qval, qptr = matrix([query_vector(q) for q in data.queries.values()])
+    vocab, inverse = np.unique(np.concatenate([didx, qidx]), return_inverse=True)
+    docs = sp.csr_matrix((dval, inverse[:len(didx)], dptr), shape=(len(texts), len(vocab)))
+    queries = sp.csr_matrix((qval, inverse[len(didx):], qptr), shape=(len(data.queries), len(vocab)))
+    n, df = len(texts), np.bincount(docs.indices, minlength=len(vocab))
+    idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
+    return np.asarray((queries @ sp.diags(idf) @ docs.T).todense(), dtype=np.float32)
+
+
+def fuse_runs(runs: Sequence[Run], rrf_k: int = 60) -> Run:
+    """Reciprocal Rank Fusion of runs as search fuses its lists: ``sum 1 / (rrf_k + rank)``, ranks from 0."""
+    fused: Run = {}
+    for qid in runs[0]:
+        scores: dict[str, float] = {}
+        for run in runs:
+            for r, doc in enumerate(_ordered(run.get(qid, {}))):
+                scores[doc] = scores.get(doc, 0.0) + 1.0 / (rrf_k + r)
+        fused[qid] = scores
+    return fused
+
+
+def evaluate_lexical(encoder, docs: np.ndarray, queries: np.ndarray, data: BeirData,
+                     ks: Sequence[int] = EVAL_KS) -> list[dict]:
+    """The BM25 row (``k="bm25"``) and, per k, the codes fused with it (``k="8+bm25"``), as search's fused mode
+    ranks them (the best 100 of each, RRF)."""
+    from ..defaults import DEFAULT_RRF_K
+
+    qids, dids = list(data.queries), list(data.corpus)
+    lexical = rank(bm25_scores(data), qids, dids, positive_only=True)
+    rows = [{"k": "bm25", **retrieval_metrics(lexical, data.qrels)}]
+    for k in ks:
+        dcodes = encoder.sparsify(docs, k=k, role="document")
+        qcodes = encoder.sparsify(queries, k=k, role="query")
+        codes = rank(encoder.score_matrix(queries, qcodes, dcodes), qids, dids, positive_only=True)
+        rows.append({"k": f"{k}+bm25", **retrieval_metrics(fuse_runs([codes, lexical], DEFAULT_RRF_K), data.qrels)})
+    return rows
+
+
 def evaluate_beir(encoder, data: BeirData, ks: Sequence[int] = EVAL_KS, dense: bool = True,
                   cache_dir: str | Path | None = None, show_progress_bar: bool = True,
                   budget: str = "fixed") -> list[dict]:

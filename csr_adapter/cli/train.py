@@ -125,6 +125,8 @@ def _format_rows(rows: list[dict]) -> list[str]:
         if r["k"] == "dense":
             lines.append(f"{'dense':>6} {r['ndcg@10']:8.4f} {r['recall@100']:7.4f} {r['mean_active']:7.0f}"
                          f" {'-':>6} {'-':>8} {'-':>8}")
+        elif isinstance(r["k"], str):  # bm25, and codes fused with it
+            lines.append(f"{r['k']:>6} {r['ndcg@10']:8.4f} {r['recall@100']:7.4f} {'-':>7} {'-':>6} {'-':>8} {'-':>8}")
         else:
             lines.append(f"{r['k']:>6} {r['ndcg@10']:8.4f} {r['recall@100']:7.4f} {r['mean_active']:7.2f}"
                          f" {r['dead_pct']:6.1f} {r['posting_sum_p2']:8.5f} {r['longest_list']:>8}")
@@ -141,6 +143,8 @@ def _format_rows(rows: list[dict]) -> list[str]:
               help="fixed: top-k per text; threshold: calibrated θ (pooled models); corpus: N*k postings over "
                    "the corpus.")
 @click.option("--no-dense", is_flag=True, help="Skip the dense backbone reference row.")
+@click.option("--no-lexical", is_flag=True,
+              help="Skip the BM25 row and the codes fused with it per k (search's default fused mode).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Embedding cache folder.")
 @click.option("--adapt", "adapt", is_flag=True,
               help="Also adapt the model to the corpus text (never its queries or qrels), as ingest does, "
@@ -151,7 +155,7 @@ def _format_rows(rows: list[dict]) -> list[str]:
 @threads_option
 @json_option
 def eval_cmd(data: str, model: str | None, ks: str | None, split: str, budget: str, no_dense: bool,
-             cache_dir: str | None, adapt: bool, adapt_steps: int | None, device: str, runtime: str,
+             no_lexical: bool, cache_dir: str | None, adapt: bool, adapt_steps: int | None, device: str, runtime: str,
              threads: int, as_json: bool) -> None:
     """nDCG@10, Recall@100, active dims, dead latents and posting-list skew on a BEIR split, per k.
 
@@ -186,21 +190,27 @@ def eval_cmd(data: str, model: str | None, ks: str | None, split: str, budget: s
                          show_progress_bar=not as_json, budget=budget)
     result = {"data": str(data), "split": split, "model": model or "default", "model_id": enc.model_id,
               "budget": budget, "queries": len(beir.qrels), "docs": len(beir.corpus), "rows": rows}
-    if adapted is not None:
-        from ..training.evaluate import embed_beir, evaluate_sparse
+    if adapted is not None or (not no_lexical and budget == "fixed"):
+        from ..training.evaluate import embed_beir, evaluate_lexical, evaluate_sparse
 
         docs, queries = embed_beir(enc, beir, cache_dir, show_progress_bar=False)
+    lexical = not no_lexical and budget == "fixed"
+    if lexical:  # BM25 and each k's codes fused with it, as search's default mode ranks them
+        result["lexical_rows"] = evaluate_lexical(enc, docs, queries, beir, k_list)
+    if adapted is not None:
         result["adapted"] = {"model_id": adapted.model_id, "adapt": summary,
                              "rows": evaluate_sparse(adapted, docs, queries, beir, k_list)}
+        if lexical:
+            result["adapted"]["lexical_rows"] = evaluate_lexical(adapted, docs, queries, beir, k_list)[1:]
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     click.echo(f"{Path(data).name} {split}: {len(beir.qrels)} queries, {len(beir.corpus)} docs, "
                f"model {result['model']} ({enc.model_id}{', finetuned backbone' if fine_tuned else ''})")
-    for line in _format_rows(rows) + format_active(rows, budget):
+    for line in _format_rows(rows + result.get("lexical_rows", [])) + format_active(rows, budget):
         click.echo(line)
     if adapted is not None:
         click.echo(f"adapted to the corpus text ({summary['chunks']} chunks, {summary['seconds']:.1f} s; "
                    f"model {adapted.model_id}, what ingest would store):")
-        for line in _format_rows(result["adapted"]["rows"])[1:]:
+        for line in _format_rows(result["adapted"]["rows"] + result["adapted"].get("lexical_rows", []))[1:]:
             click.echo(line)

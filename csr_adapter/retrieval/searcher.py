@@ -8,9 +8,10 @@ For one query (``top_k`` wanted) a :class:`Searcher`:
 3. asks the engine by capability, by mode:
 
    - ``fused`` (the default where the collection has a lexical vector): codes and BM25 fused with Reciprocal
-     Rank Fusion, ``1 / (rrf_k + rank)`` with ranks from 0, over the best ``fuse_depth`` of each. Where the model
-     re-scores its code matches (``rescore_depth``), the re-scored code list is fused with the engine's BM25 list
-     here; otherwise the engine fuses both (Qdrant's Query API, one request);
+     Rank Fusion, ``1 / (rrf_k + rank)`` with ranks from 0, over the best ``fuse_depth`` of each (the code list
+     re-scored where the model re-scores, ``rescore_depth``). The engine returns both lists (ids and scores only)
+     and they are fused here, so Qdrant Edge, a Qdrant server and every build rank alike: engine-side RRF
+     (``fused_search``, which backends also offer) breaks score ties its own way;
    - ``codes``: the CSR codes alone, with the fallback policy below;
    - ``lexical``: BM25 alone; ``dense``: the dense vector (a hybrid collection's or the FAISS fallback's);
    - ``hybrid``: codes and the dense vector fused with RRF in the engine (a ``--hybrid`` collection);
@@ -53,6 +54,7 @@ REASONS = ("sparse", "few_hits", "empty_code", "sparse_error", "no_sparse", "fus
 MODES = ("fused", "codes", "lexical", "dense", "hybrid")
 FUSE_DEPTH = 100  # candidates each side brings to a fusion (chosen on dev splits: benchmarks/results/hybrid_dev.md)
 GROUP_FACTOR = 4  # per_document: chunks fetched per wanted document before grouping
+TIE_MARGIN = 16  # fusion: candidates fetched past the depth, so ties at the cut are broken alike on every engine
 
 
 @dataclass
@@ -91,6 +93,12 @@ def rrf(lists: Sequence[Sequence[SearchHit]], rrf_k: int = DEFAULT_RRF_K, label:
                 first[hit.id] = hit
     order = sorted(scores, key=lambda i: -scores[i])
     return [SearchHit(i, scores[i], first[i].payload, label) for i in order]
+
+
+def tie_order(hits: Sequence[SearchHit]) -> list[SearchHit]:
+    """Hits best first, equal scores (to 6 significant digits: engines differ in the last float bits) in id order:
+    engines order ties their own way, and short texts often tie on BM25."""
+    return sorted(hits, key=lambda h: (-float(f"{h.score:.6g}"), h.id))
 
 
 def group_by_document(hits: Sequence[SearchHit], top_k: int) -> list[SearchHit]:
@@ -157,12 +165,13 @@ class Searcher:
         if mode not in MODES:
             raise UnsupportedError(f"unknown search mode {mode!r}: one of {', '.join(MODES)}")
         have = capabilities_of(self.sparse)
+        if self.sparse is None and mode != "dense":
+            raise UnsupportedError(f"mode={mode!r}: this is a dense-only collection (backend='faiss'): it answers "
+                                   "mode='dense' only")
         if mode in ("fused", "lexical") and "lexical" not in have:
             raise UnsupportedError(f"mode={mode!r}: this collection has no lexical vector (ingested before it "
                                    "existed, with lexical=False, or on an engine without one): re-ingest with "
                                    "recreate=True to add it, or use mode='codes'")
-        if mode == "codes" and self.sparse is None:
-            raise UnsupportedError("mode='codes': this collection has no sparse codes (a dense-only index)")
         if mode == "hybrid" and "hybrid" not in have:
             raise UnsupportedError("mode='hybrid': the collection has no dense vectors: re-ingest with hybrid=True")
         if mode == "dense" and self.dense is None and "dense" not in have:
@@ -176,7 +185,12 @@ class Searcher:
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     # -- encoding ----------------------------------------------------------------------------------
-    def encode(self, queries: Sequence[str], mode: str | None = None) -> list[Query]:
+    def encode(self, queries: Sequence[str]) -> tuple[list[SparseEmbedding | None], np.ndarray]:
+        """``(codes, backbone vectors)``: one batched backbone pass; the codes come from the vectors."""
+        encoded = self.encode_queries(queries, "codes" if self.sparse is not None else "dense")
+        return [q.code for q in encoded], np.stack([q.vector for q in encoded]) if encoded else np.zeros((0, 0))
+
+    def encode_queries(self, queries: Sequence[str], mode: str | None = None) -> list[Query]:
         """Each query encoded once for ``mode``: one batched backbone pass (none for ``lexical``)."""
         mode = self.check_mode(mode) if mode is not None else self.mode
         texts = list(queries)
@@ -208,7 +222,7 @@ class Searcher:
         """:meth:`answer` for many queries, with one batched encoder pass."""
         top_k, filter = check_top_k(top_k), resolve_filter(filter)  # the caller's errors, before any encoding
         mode = self.check_mode(mode) if mode is not None else self.mode
-        return [self._answer(q, top_k, filter, mode) for q in self.encode(queries, mode)]
+        return [self._answer(q, top_k, filter, mode) for q in self.encode_queries(queries, mode)]
 
     def answer_query(self, query: Query, top_k: int = 10, filter: dict[str, Any] | None = None,
                      mode: str | None = None) -> Answer:
@@ -253,32 +267,43 @@ class Searcher:
 
     # -- modes -------------------------------------------------------------------------------------
     def _fused(self, q: Query, top_k: int, filter: dict[str, Any] | None) -> Answer:
-        code = q.code if q.code is not None else SparseEmbedding(np.zeros(0, np.int32), np.zeros(0, np.float32), 1)
-        lexical = q.lexical if q.lexical is not None else query_vector("")
+        """The code list (re-scored where the model does) and the BM25 list, ``fuse_depth`` each without payloads,
+        fused by :func:`rrf` here, so every engine ranks alike (engine-side RRF breaks ties its own way); payloads
+        are read for the kept hits only."""
+        code, lexical = q.code, q.lexical
         depth = max(self.fuse_depth, top_k)
         try:
-            if self._code_rescore_depth(q.vector) == 0 and "fused" in capabilities_of(self.sparse):
-                hits = self.sparse.fused_search(code, lexical, top_k, filter, self.rrf_k, depth)
-            else:  # the re-scored code list, fused here with the engine's BM25 list
-                lists = [self.sparse.lexical_search_batch([lexical], depth, filter)[0]] if len(lexical) else []
-                if len(code):
-                    lists.insert(0, self._codes(q, depth, filter, fill=False).hits)
-                hits = rrf(lists, self.rrf_k)[:top_k]
+            lists = []
+            if code is not None and len(code):
+                lists.append(self._codes(q, depth + TIE_MARGIN, filter, fill=False, payloads=False).hits)
+            if lexical is not None and len(lexical):
+                lists.append(self.sparse.lexical_search_batch([lexical], depth + TIE_MARGIN, filter,
+                                                              with_payload=False)[0])
+            hits = rrf([tie_order(hits)[:depth] for hits in lists], self.rrf_k)[:top_k]
+            self._read_payloads(hits)
         except Exception as exc:
             if self.dense is None or isinstance(exc, (TypeError, ValueError)):
                 raise
             self._warn_once("sparse_error", f"sparse backend failed ({type(exc).__name__}: {exc}); "
                             "serving from the dense fallback index")
             return Answer(self._dense(q.dense_query, top_k, filter), "sparse_error")
-        for h in hits:
-            h.served_by = "fused"
         if len(hits) >= top_k or self.dense is None:
             return Answer(hits, "fused", len(hits))
         seen = {h.id for h in hits}
         fill = [h for h in self._dense(q.dense_query, top_k + len(hits), filter) if h.id not in seen]
         return Answer(hits + fill[: top_k - len(hits)], "few_hits", len(hits))
 
-    def _codes(self, q: Query, top_k: int, filter: dict[str, Any] | None, fill: bool = True) -> Answer:
+    def _read_payloads(self, hits: list[SearchHit]) -> None:
+        """Payloads for hits that came without them (one read by id)."""
+        need = [h.id for h in hits if not h.payload]
+        if need:
+            payloads = {p.id: p.payload for p in self.sparse.retrieve(need, with_vectors=False)}
+            for h in hits:
+                h.payload = payloads.get(h.id, h.payload)
+
+    def _codes(self, q: Query, top_k: int, filter: dict[str, Any] | None, fill: bool = True,
+               payloads: bool = True) -> Answer:
+        """The codes policy; ``fill=False``: no dense fill and errors raise; ``payloads=False``: hits without them."""
         code, dense, backbone = q.code, q.dense_query, q.vector
         if self.sparse is None or code is None:
             return Answer(self._dense(dense, top_k, filter), "no_sparse")
@@ -291,9 +316,11 @@ class Searcher:
                 # the codes come with the hits; payloads are read afterwards for the top_k kept only
                 raw = self.sparse.search(code, top_k=max(top_k, depth), filter=filter, with_vectors=True,
                                          with_payload=False)
-            else:
+            elif payloads:
                 raw = self.sparse.search(code, top_k=self.rerank_depth if self.rerank else max(top_k, depth),
                                          filter=filter)
+            else:
+                raw = self.sparse.search(code, top_k=max(top_k, depth), filter=filter, with_payload=False)
         except Exception as exc:  # unreachable server, lost collection, closed shard: serve dense, say so once
             if self.dense is None or isinstance(exc, TypeError) or not fill:
                 raise
@@ -308,7 +335,7 @@ class Searcher:
         if self.rerank:
             hits, missing = self._rescore(hits, dense, "rerank")
         elif depth and hits:
-            hits = self._rescore_codes(hits, backbone, top_k, read_payloads=codes_with_hits)
+            hits = self._rescore_codes(hits, backbone, top_k, read_payloads=codes_with_hits and payloads)
         hits = hits[:top_k]
         want = top_k if self.min_hits is None else min(self.min_hits, top_k)
         if positive >= want or self.dense is None or not fill:
