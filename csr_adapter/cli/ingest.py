@@ -81,6 +81,8 @@ def _show(path: str, file: str | None = None) -> str:
               help="Adapt the head to this corpus even when small, and re-adapt an existing collection "
                    "(rebuilt beside it from cached vectors, then switched).")
 @click.option("--no-adapt", is_flag=True, help="Keep --model (or the shipped default) as it is.")
+@click.option("--no-lexical", is_flag=True,
+              help="A new collection without the BM25 lexical vector that search fuses with the codes.")
 @click.option("--adapt-steps", type=Int(min=1), default=None,
               help="Most optimiser steps of the adaptation (bounds its time; default 1100).")
 @click.option("--layout", type=click.Choice(["csr", "langchain"]), default=None,
@@ -96,7 +98,7 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
            model: str | None, k: int | None, batch_size: int, recreate: bool, prune: bool, hybrid: bool,
            idf: bool, with_fallback: bool, text_field: str, max_file_mb: float, follow_links: bool,
            overlap: int | None, budget: str, avg_k: int | None, k_min: int | None, k_max: int | None,
-           adapt: bool | None, no_adapt: bool, adapt_steps: int | None, layout: str | None,
+           adapt: bool | None, no_adapt: bool, no_lexical: bool, adapt_steps: int | None, layout: str | None,
            no_progress: bool, device: str, runtime: str, threads: int, as_json: bool) -> None:
     """Encode PATH (folder, file, or - for JSONL on stdin) into a collection; re-runs add only what changed.
 
@@ -123,7 +125,7 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
                             hybrid=hybrid, idf=idf, with_fallback=with_fallback, batch_size=batch_size,
                             overlap=overlap, budget=budget, avg_k=avg_k, k_min=k_min, k_max=k_max,
                             adapt_config=adapt_settings(adapt_steps), progress=not (no_progress or as_json),
-                            layout=layout)
+                            layout=layout, lexical=not no_lexical)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--k/--overlap") from None
     report.total_seconds = time.perf_counter() - start
