@@ -19,7 +19,10 @@ from ..errors import require
 
 require("langchain_core", "langchain")
 
-from langchain_core.callbacks import CallbackManagerForRetrieverRun  # noqa: E402
+from langchain_core.callbacks import (  # noqa: E402
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
@@ -168,6 +171,16 @@ class CSRRetriever(BaseRetriever):
     ) -> list[Document]:
         hits = self.searcher.search(query, top_k=k or self.k, filter=filter if filter is not None else self.filter)
         return [hit_to_document(h, self.text_key) for h in hits]
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None,
+        filter: dict[str, Any] | None = None, **kwargs: Any,
+    ) -> list[Document]:
+        """``ainvoke(q, k=3, filter={...})``: the sync search in a worker thread, with the same per-call arguments."""
+        import asyncio
+
+        return await asyncio.to_thread(self._get_relevant_documents, query, run_manager=run_manager.get_sync(),
+                                       k=k, filter=filter, **kwargs)
 
 
 class CSRVectorStore(VectorStore):

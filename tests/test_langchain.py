@@ -125,6 +125,16 @@ async def test_retriever_async(corpus):
     assert len(docs) == 3
 
 
+async def test_retriever_async_takes_per_call_arguments(corpus):
+    """``ainvoke(q, k=..., filter=...)`` as the sync path (it raised TypeError: issue 28)."""
+    retriever = lc.CSRRetriever(searcher=STATE["searcher"], k=5)
+    src = [f"{d}.txt" for d in corpus["doc_ids"][:2]]
+    sync = retriever.invoke(corpus["queries"][0], k=7, filter={"source": src})
+    docs = await retriever.ainvoke(corpus["queries"][0], k=7, filter={"source": src})
+    assert [d.id for d in docs] == [d.id for d in sync] and 1 <= len(docs) <= 2
+    assert len(await retriever.ainvoke(corpus["queries"][1], k=2)) == 2
+
+
 def test_embeddings_shapes(encoder):
     backbone = lc.CSREmbeddings(encoder=encoder)
     decoded = lc.CSREmbeddings(encoder=encoder, output="decoded", k=8)
