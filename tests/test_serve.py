@@ -255,3 +255,40 @@ def test_stock_tei_client_works_unchanged(base, enc, monkeypatch):
     monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)  # loopback only; the model is already loaded
     vectors = hub.InferenceClient(model=base).feature_extraction(["hello world", "sparse"])
     np.testing.assert_allclose(vectors, enc.encode_dense(["hello world", "sparse"]), atol=1e-5)
+
+
+def test_serve_an_adapted_collection_codes_with_its_model_and_fuses(enc, tmp_path, scifact_slice):
+    """`serve --collection X` with no --model (issue 28 item 4): /embed_sparse codes with X's adapted model, the
+    codes X stores; /search fuses codes and BM25 by default and takes a mode."""
+    from csr_adapter import open_collection
+    from csr_adapter.server.collections import open_collections, served_encoder
+    from csr_adapter.training.adapt import AdaptConfig
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for doc_id, text in list(scifact_slice["docs"].items())[:24]:
+        (folder / f"{doc_id}.txt").write_text(text, encoding="utf-8")
+    col = open_collection("adapted", path=tmp_path / "store", encoder=enc, echo=lambda m: None)
+    report = col.ingest(folder, adapt=True, progress=False, adapt_config=AdaptConfig(min_steps=25, max_steps=25))
+    own_id = report.adapt["model_id"]
+    assert own_id != enc.model_id
+    searchers = open_collections(enc, ["adapted"], path=str(tmp_path / "store"), own_model=True)
+    served, name = served_encoder(enc, searchers)
+    assert served.model_id == own_id and own_id in name and served.backbone is enc.backbone  # shared backbone
+    assert served_encoder(enc, searchers, "given/model")[0] is enc  # an explicit --model is served as given
+    text = list(scifact_slice["docs"].values())[3]
+    try:
+        with serve_in_thread(create_app(served, searchers, ServeConfig(warmup=False))) as url:
+            got = httpx.post(url + "/embed_sparse", json={"inputs": [text]}).json()[0]
+            expected = served.encode_document([text])[0]
+            assert [e["index"] for e in got] == expected.indices.tolist()
+            body = httpx.post(url + "/search", json={"query": text[:200], "top_k": 3}).json()
+            assert body["reason"] == "fused" and {h["served_by"] for h in body["hits"]} == {"fused"}
+            lexical = httpx.post(url + "/search", json={"query": text[:200], "top_k": 3, "mode": "lexical"}).json()
+            assert lexical["hits"] and {h["served_by"] for h in lexical["hits"]} == {"lexical"}
+            bad = httpx.post(url + "/search", json={"query": "x", "mode": "hybrid"})
+            assert_json_error(bad, 422)
+            assert "hybrid" in bad.json()["error"]
+    finally:
+        for s in searchers.values():
+            s.close()

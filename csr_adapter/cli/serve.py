@@ -123,7 +123,12 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
     searchers = open_collections(encoder, collections, backend=backend, path=store_path, url=url,
                                  api_key=qdrant_api_key, threads=threads or None, fallback=not no_fallback,
                                  own_model=model is None)
-    app = create_app(encoder, searchers, config, model_name=model or "csr-adapter/default_model")
+    from ..server.collections import served_encoder
+
+    encoder, name = served_encoder(encoder, searchers, model)
+    if k is not None:
+        encoder.config.k = check_k(k, encoder.h)
+    app = create_app(encoder, searchers, config, model_name=name)
     click.echo(f"csr-adapter serving {encoder.config.backbone} (h={encoder.h}, k={encoder.k}, "
                f"runtime {encoder.backbone.runtime}) "
                f"on http://{host}:{port}  (docs at /docs)", err=True)

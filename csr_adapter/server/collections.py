@@ -38,3 +38,15 @@ def open_collections(encoder, names: Iterable[str], **options) -> dict:
             searcher.close()
         raise
     return opened
+
+
+def served_encoder(encoder, searchers: dict, model: str | None = None) -> tuple:
+    """``(encoder, name)`` the embeddings routes serve: with no ``--model``, the first collection's own model (an
+    adapted head over the shared backbone), so ``/embed_sparse`` codes match the collection ``/search`` answers
+    from; else ``encoder`` (the given model, or the shipped default)."""
+    if model is None and searchers:
+        first, searcher = next(iter(searchers.items()))
+        own = getattr(searcher, "encoder", None)
+        if own is not None and own is not encoder:
+            return own, f"collection {first}: model {own.model_id}"
+    return encoder, model or "csr-adapter/default_model"
