@@ -74,6 +74,10 @@ def info(model: str | None, collection: str | None, backend: str, store: str | N
         click.echo(f"collection   {data['collection']} ({data['points']} points, k={meta['k']}, h={meta['h']})")
         click.echo(f"model        {meta['model_id']} ({'adapted to its corpus' if data['adapted'] else 'not adapted'})"
                    f"  {data['model_dir']}")
+        lexical = meta.get("lexical")
+        click.echo("lexical      " + (f"BM25 (k1 {lexical['k1']}, b {lexical['b']}, average chunk length "
+                                      f"{lexical['avgdl']:g} terms): search fuses it with the codes" if lexical else
+                                      "none (search uses the codes alone; `ingest PATH --adapt` adds it)"))
         if fit.get("rows"):
             then = fit.get("recon_nmse_at_adaptation")
             click.echo(f"fit now      reconstruction error {fit['recon_nmse']:.3f}"
