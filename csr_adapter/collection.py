@@ -34,8 +34,8 @@ from .errors import CSRAdapterError
 # (ADI, and 100-document sub-corpora in benchmarks/results/zeroshot.md); smaller corpora were not measured.
 MIN_ADAPT_CHUNKS = 64
 FIT_SAMPLE = 2000        # points sampled by ``fit_report``
-NEXT, OLD = ".next", ".old"  # suffixes of a collection being rebuilt beside / being replaced
 READY = "csr-adapter.ready"  # marker written into a rebuilt collection once it is complete
+RETIRED = "csr-adapter.retired"  # marker written into a live collection (or fallback) just before it is replaced
 
 
 class AdaptError(CSRAdapterError):
@@ -56,9 +56,9 @@ class Collection:
                  device: str = "auto", threads: int | None = None, runtime: str | None = None,
                  echo: Callable[[str], None] | None = None, share=None, client: Any = None,
                  encoder=None) -> None:
-        from .integrations.base import check_collection_name
+        from .integrations.base import check_user_collection_name
 
-        self.name = check_collection_name(name)
+        self.name = check_user_collection_name(name)
         self.kind, self.url, self.api_key = backend, url, api_key
         self.path = None if path is None else str(path)
         if self.path is not None:
@@ -84,15 +84,23 @@ class Collection:
         name = name or self.name
         return Path(self.path) / name if self.path is not None else default_path(name)
 
+    def _temporary(self, role: str) -> str:
+        """The reserved name of this collection's rebuild temporary (``next`` | ``old``): no user name is one."""
+        from .integrations.base import temporary_name
+
+        return temporary_name(self.name, role)
+
     def _finish_switch(self) -> None:
         """Complete a rebuild-and-switch that a killed run left half done (embedded store only)."""
         if not self.embedded:
             return
-        live, nxt, old = self._location(), self._location(self.name + NEXT), self._location(self.name + OLD)
+        live, nxt = self._location(), self._location(self._temporary("next"))
+        old = self._location(self._temporary("old"))
         if (nxt / READY).exists() and not live.exists():
             nxt.replace(live)
-        if live.exists() and old.exists():
-            shutil.rmtree(old, ignore_errors=True)
+        if live.exists():
+            _remove_retired(old)
+            (live / RETIRED).unlink(missing_ok=True)  # marked, then the run was killed before the switch
 
     # -- backend and model ----------------------------------------------------------------------------
     def open_backend(self, name: str | None = None, **options: Any):
@@ -260,7 +268,7 @@ class Collection:
         base = self.fixed or CSREncoder.from_pretrained(self.model, device=self.device, runtime=self.runtime)
         enc, adapted = self._adapt(base, corpus, k=k or meta.k, overlap=overlap, batch_size=batch_size,
                                    config=adapt_config, force=True, progress=progress)
-        nxt = self.name + NEXT
+        nxt = self._temporary("next")
         had_fallback = with_fallback or self._has_fallback()
         report = self._write(enc, corpus, k=k or meta.k, recreate=True, prune=prune, hybrid=hybrid or bool(meta.d),
                              idf=idf or meta.idf, with_fallback=had_fallback, batch_size=batch_size,
@@ -280,21 +288,22 @@ class Collection:
     def _switch(self, fallback: bool) -> None:
         from .integrations.fallback import fallback_path
 
-        live, nxt, old = self._location(), self._location(self.name + NEXT), self._location(self.name + OLD)
+        nxt_name, old_name = self._temporary("next"), self._temporary("old")
+        live, nxt, old = self._location(), self._location(nxt_name), self._location(old_name)
         (nxt / READY).write_text("complete\n", encoding="utf-8")
         if fallback:
-            f_live, f_nxt = fallback_path(self.name, self.path), fallback_path(self.name + NEXT, self.path)
-            f_old = fallback_path(self.name + OLD, self.path)
-            shutil.rmtree(f_old, ignore_errors=True)
+            f_live, f_nxt = fallback_path(self.name, self.path), fallback_path(nxt_name, self.path)
+            f_old = fallback_path(old_name, self.path)
+            _remove_retired(f_old)
             if f_live.exists():
-                f_live.replace(f_old)
+                _retire(f_live, f_old)
             f_nxt.replace(f_live)
-            shutil.rmtree(f_old, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-        live.replace(old)
+            _remove_retired(f_old)
+        _remove_retired(old)
+        _retire(live, old)
         nxt.replace(live)
         (live / READY).unlink()
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_retired(old)
 
     # -- search ---------------------------------------------------------------------------------------
     def searcher(self, fallback: bool = True):
@@ -373,6 +382,21 @@ class Collection:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _retire(live: Path, old: Path) -> None:
+    """Move ``live`` to ``old``, marked first as ours to delete (see :func:`_remove_retired`)."""
+    if old.exists() or old.is_symlink():
+        raise AdaptError(f"{old}: in the way of the switch and not made by csr-adapter (no {RETIRED}); "
+                         "move it away and re-run")
+    (live / RETIRED).write_text("replaced by a rebuild; csr-adapter deletes this folder\n", encoding="utf-8")
+    live.replace(old)
+
+
+def _remove_retired(old: Path) -> None:
+    """Delete ``old`` only if this code retired it (its marker is there); anything else there is left alone."""
+    if (old / RETIRED).is_file() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def corpus_chunks(enc, corpus, overlap: int | None = None) -> tuple[list[str], np.ndarray]:
