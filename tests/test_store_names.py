@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from csr_adapter.cli import cli
 from csr_adapter.collection import Collection
 from csr_adapter.corpus import read_corpus
-from csr_adapter.integrations.base import check_collection_name, temporary_name
+from csr_adapter.integrations.base import BackendError, check_collection_name, temporary_name
 from csr_adapter.integrations.fallback import open_fallback
 from csr_adapter.training.adapt import AdaptConfig
 
@@ -70,3 +70,21 @@ def test_rebuild_temporaries_are_reserved_and_only_marked_leftovers_are_deleted(
     (stranger / "keep.txt").write_text("not ours")
     Collection("notes", path=store, encoder=encoder).search("cells")
     assert (stranger / "keep.txt").read_text() == "not ours"
+
+
+def test_reserved_names_are_a_one_line_error_and_delete_nothing(docs, tmp_path, encoder):
+    """Issue 29.4: ``--collection .models --recreate`` deleted the store's adapted models; any name starting
+    with '.' is the store's own and is refused before anything is touched."""
+    from csr_adapter.model_store import save_model
+
+    store = tmp_path / "store"
+    saved = save_model(encoder, store)
+    before = sorted(p.name for p in saved.iterdir())
+    for name in (".models", ".hidden"):
+        result = run("ingest", docs, "--path", store, "--collection", name, "--recreate", "--no-adapt")
+        assert result.exit_code == 1 and result.output.startswith(f"Error: collection name '{name}' is reserved")
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert sorted(p.name for p in saved.iterdir()) == before
+    assert sorted(p.name for p in store.iterdir()) == [".models"]
+    with pytest.raises(BackendError, match="reserved"):
+        Collection(".models", path=store)
