@@ -227,7 +227,7 @@ class Collection:
         return enc, {**summary, "model_dir": str(where)}
 
     def _write(self, enc, corpus, *, k, recreate, prune, hybrid, idf, with_fallback, batch_size, overlap, budget,
-               avg_k, k_min, k_max, progress, name: str | None = None, layout: str = "csr"):
+               avg_k, k_min, k_max, progress, name: str | None = None, layout: str = "csr", carry=()):
         from .budget import ingest_k
         from .corpus import Chunker
         from .defaults import check_k
@@ -248,6 +248,8 @@ class Collection:
             be = attach(be, name or self.name, self.path, meta=meta, recreate=recreate, threads=self.threads)
         try:
             with DenseStore(enc, enc.config.document_prefix) as store:
+                if carry:
+                    _write_carried(enc, be, carry, k, hybrid or be.needs_dense, store, batch_size)
                 report = ingest_corpus(enc, be, corpus, k=k, batch_size=batch_size,
                                        hybrid=hybrid or be.needs_dense, prune=prune,
                                        chunker=chunker, progress=progress, budget=budget, k_min=k_min,
@@ -259,25 +261,55 @@ class Collection:
 
     def _rebuild(self, corpus, meta, *, k, hybrid, idf, with_fallback, batch_size, overlap, adapt_config, prune,
                  progress):
-        """``ingest --adapt`` on an existing collection: adapt, build beside, switch."""
+        """``ingest --adapt`` on an existing collection: adapt, build beside, switch.
+
+        Every stored point stays unless this corpus's ingest would delete it (an old version of a document
+        re-read now, a file pruned): points of other folders are re-coded from their stored text with the new
+        head and carried over under the same id and payload."""
         from .encoder import CSREncoder
 
         if not self.embedded:
             raise AdaptError(f"collection {self.name!r} is on a server: re-adapting in place is not supported; "
                              "ingest into a new collection with adapt=True, or recreate=True, adapt=True")
         base = self.fixed or CSREncoder.from_pretrained(self.model, device=self.device, runtime=self.runtime)
-        enc, adapted = self._adapt(base, corpus, k=k or meta.k, overlap=overlap, batch_size=batch_size,
-                                   config=adapt_config, force=True, progress=progress)
+        drop, carry = self._carried(base, corpus, overlap, prune)
+        enc, adapted = self._adapt(base, _with_texts(corpus, carry), k=k or meta.k, overlap=overlap,
+                                   batch_size=batch_size, config=adapt_config, force=True, progress=progress)
         nxt = self._temporary("next")
         had_fallback = with_fallback or self._has_fallback()
         report = self._write(enc, corpus, k=k or meta.k, recreate=True, prune=prune, hybrid=hybrid or bool(meta.d),
                              idf=idf or meta.idf, with_fallback=had_fallback, batch_size=batch_size,
                              overlap=overlap, budget="fixed", avg_k=None, k_min=None, k_max=None,
-                             progress=progress, name=nxt)
+                             progress=progress, name=nxt, carry=carry)
         self._switch(had_fallback)
-        report.adapt = adapted
+        report.deleted, report.pruned = len(drop.stale), len(drop.pruned)  # of the live collection
+        report.written += len(carry)
+        report.adapt = {**adapted, "carried": len(carry)}
         report.backend["path"] = str(self._location())
         return report
+
+    def _carried(self, enc, corpus, overlap, prune):
+        """What a rebuild for ``corpus`` keeps of the live collection: ``(plan, [(id, payload)])``, the plan an
+        ingest of ``corpus`` would make against it (its stale and pruned ids are dropped) and every other
+        stored point whose document ``corpus`` does not hold (written again from its stored text)."""
+        from .corpus import Chunker
+        from .ingest import IndexState, plan
+
+        be = self.open_backend()
+        try:
+            drop = plan(corpus, Chunker.for_encoder(enc, overlap), IndexState.read(be), prune)
+            gone = set(drop.stale) | set(drop.pruned)
+            ours = {doc.source for doc in corpus.documents}
+            carry = [(pid, payload) for pid, payload in be.scroll()
+                     if pid not in gone and str(payload.get("source", "")) not in ours]
+        finally:
+            be.close()
+        textless = sum(not isinstance(p.get("text"), str) or not p["text"].strip() for _, p in carry)
+        if textless:
+            raise AdaptError(f"collection {self.name!r}: {textless} stored point(s) from outside this corpus have no "
+                             "text to re-code with a new head; re-adapting would drop them (ingest their folder "
+                             "into a new collection, or use --recreate)")
+        return drop, carry
 
     def _has_fallback(self, name: str | None = None) -> bool:
         from .integrations.faiss import STORE_FILE
@@ -382,6 +414,31 @@ class Collection:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _with_texts(corpus, carry):
+    """``corpus`` plus the stored texts of ``carry`` as documents: what a rebuilt collection will hold, to adapt
+    its head to."""
+    from dataclasses import replace
+
+    from .corpus import Document
+
+    if not carry:
+        return corpus
+    extra = [Document(f"{pid}#carried", "", payload["text"], pid) for pid, payload in carry]
+    return replace(corpus, documents=corpus.documents + extra)
+
+
+def _write_carried(enc, be, carry, k, dense: bool, store, batch_size: int, group: int = 256) -> None:
+    """Re-code ``carry``'s ``(id, payload)`` from their stored text and upsert them as they were."""
+    from .integrations.base import Point
+
+    for lo in range(0, len(carry), group):
+        part = carry[lo:lo + group]
+        vectors = store.encode([p["text"] for _, p in part], batch_size=batch_size)
+        codes = enc.sparsify(vectors, k)
+        be.upsert([Point(pid, payload, codes[i], vectors[i] if dense else None)
+                   for i, (pid, payload) in enumerate(part)])
 
 
 def _retire(live: Path, old: Path) -> None:
