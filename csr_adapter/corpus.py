@@ -18,6 +18,7 @@ document of its file that is missing from the run) keeps its stored points.
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import hashlib
 import io
@@ -158,8 +159,8 @@ def walk(root: Path, follow_links: bool = False) -> tuple[list[Path], list[Skip]
                 continue
             try:
                 real = path.resolve(strict=True)
-            except (OSError, RuntimeError):
-                skipped.append(Skip(str(path), "broken symlink"))
+            except (OSError, RuntimeError) as exc:
+                skipped.append(Skip(str(path), _unresolved(path, exc)))
                 continue
             if not follow_links and not _inside(str(real), top):
                 skipped.append(Skip(str(path), OUTSIDE))
@@ -170,6 +171,23 @@ def walk(root: Path, follow_links: bool = False) -> tuple[list[Path], list[Skip]
             seen_files.add(real)
             files.append(path)
     return files, skipped
+
+
+def _unresolved(path: Path, exc: BaseException) -> str:
+    """Why ``path`` (listed in its folder) could not be resolved: the real reason, not a guess. Only a link
+    whose target is missing is a broken symlink; anything else (no search permission on the folder, ...) is
+    ``unreadable`` (what ``--prune`` never treats as gone)."""
+    if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
+        return "symlink loop"
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return "broken symlink"
+        except FileNotFoundError:
+            return "vanished while listing"
+        except OSError as inner:
+            exc = inner
+    return f"unreadable ({getattr(exc, 'strerror', None) or exc})"
 
 
 def _suffix(path: Path) -> str:
