@@ -88,3 +88,22 @@ def test_reserved_names_are_a_one_line_error_and_delete_nothing(docs, tmp_path, 
     assert sorted(p.name for p in store.iterdir()) == [".models"]
     with pytest.raises(BackendError, match="reserved"):
         Collection(".models", path=store)
+
+
+@pytest.mark.parametrize("backend", ["qdrant", "faiss"])
+def test_names_of_derived_paths_are_refused_and_the_fallback_they_name_survives(docs, tmp_path, encoder, backend):
+    """Issue 29.5: ``--collection notes.faiss --recreate`` (FAISS backend: the same folder) replaced the FAISS
+    fallback of ``notes``; names ending in a derived path's suffix are a one-line error that touches nothing."""
+    store = tmp_path / "store"
+    ingest("notes", docs, store, encoder, with_fallback=True)
+    fallback = store / "notes.faiss"
+    before = {p.name: p.stat().st_mtime_ns for p in fallback.iterdir()}
+    for name in ("notes.faiss", "Notes.FAISS", "notes.db"):
+        result = run("ingest", docs, "--path", store, "--collection", name, "--recreate", "--no-adapt",
+                     "--backend", backend)
+        assert result.exit_code == 1 and result.output.startswith(f"Error: collection name '{name}' is reserved")
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert {p.name: p.stat().st_mtime_ns for p in fallback.iterdir()} == before
+    hits = Collection("notes", path=store).search(docs.joinpath(sorted(p.name for p in docs.iterdir())[0])
+                                                   .read_text()[:200], top_k=1)
+    assert hits and hits[0].payload["source"].startswith(str(docs))
