@@ -9,6 +9,7 @@ import click
 
 from ..defaults import check_k
 from .options import Float, Int, device_option, load_encoder, model_option, runtime_option, threads_option
+from .safe import printable
 
 
 def read_api_key(api_key: str | None, api_key_file: str | None) -> str | None:
@@ -100,9 +101,10 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
 
     api_key = read_api_key(api_key, api_key_file)
     if not _is_loopback(host) and not api_key:
-        click.echo(f"warning: binding {host} without --api-key: anyone who can reach it can use it", err=True)
+        click.echo(f"warning: binding {printable(host)} without --api-key: anyone who can reach it can use it",
+                   err=True)
     if host in ("0.0.0.0", "::", "") and not allowed_hosts:
-        click.echo(f"note: binding {host}: only Host headers 127.0.0.1, localhost and [::1] are served; "
+        click.echo(f"note: binding {printable(host)}: only Host headers 127.0.0.1, localhost and [::1] are served; "
                    "add --allowed-host NAME for the names clients use", err=True)
     hosts = tuple(dict.fromkeys(h for h in (*DEFAULT_HOSTS, host, *allowed_hosts) if h.strip()))
     try:
@@ -126,7 +128,7 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
     app = create_app(encoder, searchers, config, model_name=model or "csr-adapter/default_model")
     click.echo(f"csr-adapter serving {encoder.config.backbone} (h={encoder.h}, k={encoder.k}, "
                f"runtime {encoder.backbone.runtime}) "
-               f"on http://{host}:{port}  (docs at /docs)", err=True)
+               f"on http://{printable(host)}:{port}  (docs at /docs)", err=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
     finally:
