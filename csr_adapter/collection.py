@@ -242,6 +242,12 @@ class Collection:
         if not recreate and self.kind != "faiss" and self._has_fallback(name):
             with_fallback = True  # every write and delete reaches every index of the collection
         be = self.open_backend(name, meta=meta, recreate=recreate)
+        if recreate and not with_fallback and self.kind != "faiss":
+            try:
+                self._drop_fallback(name)  # its points were the recreated collection's: they must not answer
+            except BaseException:
+                be.close()
+                raise
         if with_fallback:
             from .integrations.fallback import with_fallback as attach
 
@@ -316,6 +322,13 @@ class Collection:
         from .integrations.fallback import fallback_path
 
         return (fallback_path(name or self.name, self.path) / STORE_FILE).exists()
+
+    def _drop_fallback(self, name: str | None = None) -> None:
+        """Delete the FAISS fallback of ``name`` (default: this collection), if it has one."""
+        from .integrations.fallback import fallback_path
+
+        if self._has_fallback(name):
+            shutil.rmtree(fallback_path(name or self.name, self.path))
 
     def _switch(self, fallback: bool) -> None:
         from .integrations.fallback import fallback_path

@@ -107,3 +107,22 @@ def test_names_of_derived_paths_are_refused_and_the_fallback_they_name_survives(
     hits = Collection("notes", path=store).search(docs.joinpath(sorted(p.name for p in docs.iterdir())[0])
                                                    .read_text()[:200], top_k=1)
     assert hits and hits[0].payload["source"].startswith(str(docs))
+
+
+def test_recreate_without_fallback_drops_the_old_fallback(docs, tmp_path, encoder):
+    """Issue 29.9: ``--recreate`` without ``--with-fallback`` left the old FAISS fallback, whose deleted
+    documents came back as dense hits. The fallback goes with the collection it belonged to."""
+    store = tmp_path / "store"
+    ingest("notes", docs, store, encoder, with_fallback=True)
+    assert (store / "notes.faiss").exists()
+    few = tmp_path / "few"
+    few.mkdir()
+    kept = sorted(docs.iterdir())[:2]
+    for f in kept:
+        (few / f.name).write_text(f.read_text())
+    report = ingest("notes", few, store, encoder, recreate=True)
+    assert report.points == 2 and not (store / "notes.faiss").exists()
+    gone = sorted(docs.iterdir())[5].read_text()[:200]
+    hits = Collection("notes", path=store).search(gone, top_k=5)
+    assert {h.payload["source"] for h in hits} <= {str(few / f.name) for f in kept}
+    assert all(h.served_by != "dense" for h in hits)
