@@ -67,6 +67,10 @@ def _load_head(path: Path, config: CSRConfig) -> CSRHead:
             raise ModelLoadError(
                 f"{file}: tensor {name!r} has shape {tuple(tensors[name].shape)}, config.json expects {shape}"
             )
+        bad = int((~torch.isfinite(tensors[name].float())).sum())
+        if bad:
+            raise ModelLoadError(f"{file}: tensor {name!r} has non-finite values ({bad} NaN or inf): the model is "
+                                 "broken; retrain or replace it")
     head = CSRHead(config.d, config.h)
     head.load_state_dict({k: v.float() for k, v in tensors.items() if k in expected})
     return head
