@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import CSRAdapterError
+from .text import blank
 
 TEXT_TYPES = {".txt", ".text", ".md", ".markdown", ".rst"}
 HTML_TYPES = {".html", ".htm"}
@@ -424,7 +425,7 @@ def read_file(path: Path, opts: ReaderOptions, explicit: bool = False,
     if kind not in SUPPORTED and not explicit:
         raise ValueError(f"unsupported file type {kind or '(none)'}")
     text = _decode(_read_capped(path, opts.max_bytes, expect))
-    if not text.strip():
+    if blank(text):
         raise ValueError("empty")
     return parse(text, kind if kind in SUPPORTED else ".txt", os.path.abspath(path), opts, skipped)
 
@@ -434,7 +435,7 @@ def _dedupe(docs: list[Document], skipped: list[Skip]) -> list[Document]:
     for doc in docs:
         if doc.source in seen:
             skipped.append(Skip(doc.source, "duplicate id (kept the first)"))
-        elif not doc.text.strip():
+        elif blank(doc.text):
             skipped.append(Skip(doc.source, "empty text"))
         else:
             seen.add(doc.source)
@@ -567,8 +568,10 @@ class Chunker:
 
     def _windows(self, text: str, offsets: list[tuple[int, int]], words: list[int | None]) -> list[Chunk]:
         n = len(offsets)
+        if blank(text):
+            return []
         if n == 0:
-            return [Chunk(text.strip(), 0)] if text.strip() else []
+            return [Chunk(text.strip(), 0)]
         if n <= self.max_tokens:
             return [Chunk(text.strip(), n)]
 

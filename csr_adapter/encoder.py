@@ -20,6 +20,7 @@ from .head import CSRHead
 from .onnx_backbone import check_runtime
 from .runtime import resolve_device
 from .sparse import SparseEmbedding, SparseEmbeddings
+from .text import blank
 
 PURSUIT_MAX_K = 64  # documents asked for more latents are coded by the top-k (pursuit costs k matmuls)
 
@@ -217,7 +218,7 @@ class CSREncoder:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         out = np.zeros((len(texts), self.d), dtype=np.float32)
-        live = [i for i, t in enumerate(texts) if t.strip()]
+        live = [i for i, t in enumerate(texts) if not blank(t)]  # zero-width/control-only texts are empty too
         order = sorted(live, key=lambda i: -len(texts[i]))  # length-sorted batches pad less
         from tqdm.auto import tqdm
 

@@ -206,3 +206,24 @@ def test_flipping_a_file_and_a_symlink_during_reads_never_reads_the_target(tmp_p
     finally:
         stop.set()
         racer.join(5)
+
+
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\x01\x7f \t\u00ad\u202e"  # zero-width, control, format, spaces
+
+
+def test_text_of_only_zero_width_or_control_characters_is_empty(tmp_path, encoder):
+    """Issue 29.11: such text was not empty (the tokenizer drops it, so it was embedded as an empty sequence
+    and written as a point). Files, records and chunks made of it are empty; real text is untouched."""
+    from csr_adapter.text import blank
+
+    assert blank(INVISIBLE) and blank("") and not blank("a" + INVISIBLE) and not blank("\u00e9")
+    (tmp_path / "real.txt").write_text("zero\u200bwidth inside real text stays")
+    (tmp_path / "invisible.txt").write_text(INVISIBLE)
+    (tmp_path / "records.jsonl").write_text(json.dumps({"id": "r1", "text": INVISIBLE}) + "\n"
+                                            + json.dumps({"id": "r2", "text": "a record"}) + "\n")
+    corpus = read_corpus(tmp_path)
+    r = reasons(corpus)
+    assert r["invisible.txt"] == "empty" and r["records.jsonl#r1"] == "empty text"
+    assert sorted(d.doc_id for d in corpus.documents) == ["r2", "real"]
+    chunker = Chunker.for_encoder(encoder)
+    assert list(chunker.split([INVISIBLE, "\u200b" * 3000, "ok"]))[:2] == [[], []]

@@ -189,6 +189,15 @@ def test_non_finite_head_weights_are_refused_at_load(saved, tmp_path, name, bad)
     assert not (tmp_path / "store").exists()
 
 
+def test_zero_width_or_control_only_queries_code_as_empty(encoder) -> None:
+    """Issue 29.11, the query side: such a query got a full code (that of an empty token sequence), so search
+    answered it with arbitrary hits; it codes like the empty string now (no latents, a zero dense row)."""
+    for text in ("\u200b\u200c\ufeff", "\x01\x02\x7f", " \u2060\t"):
+        assert encoder.encode_query(text).nnz.tolist() == [0]
+        assert not encoder.encode_dense([text]).any()
+    assert encoder.encode_query("zero\u200bwidth in a real query").nnz.tolist() == [64]
+
+
 def test_bad_config(saved) -> None:
     (saved / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="config.json: invalid JSON"):

@@ -283,3 +283,9 @@ def test_connections_past_the_cap_get_503_and_are_closed(guarded):
             s.close()
     time.sleep(0.2)
     assert httpx.get(f"http://{guarded.netloc}/health").status_code == 200
+
+
+def test_zero_width_only_inputs_are_empty(server):
+    """Issue 29.11 on the server: an input of zero-width/control characters alone is an empty input (400)."""
+    response = httpx.post(server + "/embed", json={"inputs": ["fine", "\u200b\u200d\x01"]})
+    assert_json_error(response, 400, "Empty")
