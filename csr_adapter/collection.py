@@ -34,8 +34,8 @@ from .errors import CSRAdapterError
 # (ADI, and 100-document sub-corpora in benchmarks/results/zeroshot.md); smaller corpora were not measured.
 MIN_ADAPT_CHUNKS = 64
 FIT_SAMPLE = 2000        # points sampled by ``fit_report``
-NEXT, OLD = ".next", ".old"  # suffixes of a collection being rebuilt beside / being replaced
 READY = "csr-adapter.ready"  # marker written into a rebuilt collection once it is complete
+RETIRED = "csr-adapter.retired"  # marker written into a live collection (or fallback) just before it is replaced
 
 
 class AdaptError(CSRAdapterError):
@@ -56,9 +56,9 @@ class Collection:
                  device: str = "auto", threads: int | None = None, runtime: str | None = None,
                  echo: Callable[[str], None] | None = None, share=None, client: Any = None,
                  encoder=None) -> None:
-        from .integrations.base import check_collection_name
+        from .integrations.base import check_user_collection_name
 
-        self.name = check_collection_name(name)
+        self.name = check_user_collection_name(name)
         self.kind, self.url, self.api_key = backend, url, api_key
         self.path = None if path is None else str(path)
         if self.path is not None:
@@ -84,15 +84,23 @@ class Collection:
         name = name or self.name
         return Path(self.path) / name if self.path is not None else default_path(name)
 
+    def _temporary(self, role: str) -> str:
+        """The reserved name of this collection's rebuild temporary (``next`` | ``old``): no user name is one."""
+        from .integrations.base import temporary_name
+
+        return temporary_name(self.name, role)
+
     def _finish_switch(self) -> None:
         """Complete a rebuild-and-switch that a killed run left half done (embedded store only)."""
         if not self.embedded:
             return
-        live, nxt, old = self._location(), self._location(self.name + NEXT), self._location(self.name + OLD)
+        live, nxt = self._location(), self._location(self._temporary("next"))
+        old = self._location(self._temporary("old"))
         if (nxt / READY).exists() and not live.exists():
             nxt.replace(live)
-        if live.exists() and old.exists():
-            shutil.rmtree(old, ignore_errors=True)
+        if live.exists():
+            _remove_retired(old)
+            (live / RETIRED).unlink(missing_ok=True)  # marked, then the run was killed before the switch
 
     # -- backend and model ----------------------------------------------------------------------------
     def open_backend(self, name: str | None = None, **options: Any):
@@ -223,9 +231,11 @@ class Collection:
         return enc, {**summary, "model_dir": str(where)}
 
     def _write(self, enc, corpus, *, k, recreate, prune, hybrid, idf, with_fallback, batch_size, overlap, budget,
-               avg_k, k_min, k_max, progress, name: str | None = None, layout: str = "csr", lexical=False):
-        """Write ``corpus`` with ``enc``. ``lexical``: an existing collection's settings (a dict, or ``None``), or for a
-        new one ``True`` (BM25 fitted to the corpus's chunks, Qdrant only) / ``False``."""
+               avg_k, k_min, k_max, progress, name: str | None = None, layout: str = "csr", lexical=False,
+               carry=()):
+        """Write ``corpus`` with ``enc`` (and ``carry``: stored points re-coded from their text). ``lexical``: an
+        existing collection's settings (a dict, or ``None``), or for a new one ``True`` (BM25 fitted to the corpus's
+        chunks, Qdrant only) / ``False``."""
         from .budget import ingest_k
         from .corpus import Chunker
         from .defaults import check_k
@@ -248,12 +258,20 @@ class Collection:
         if not recreate and self.kind != "faiss" and self._has_fallback(name):
             with_fallback = True  # every write and delete reaches every index of the collection
         be = self.open_backend(name, meta=meta, recreate=recreate)
+        if recreate and not with_fallback and self.kind != "faiss":
+            try:
+                self._drop_fallback(name)  # its points were the recreated collection's: they must not answer
+            except BaseException:
+                be.close()
+                raise
         if with_fallback:
             from .integrations.fallback import with_fallback as attach
 
             be = attach(be, name or self.name, self.path, meta=meta, recreate=recreate, threads=self.threads)
         try:
             with DenseStore(enc, enc.config.document_prefix) as store:
+                if carry:
+                    _write_carried(enc, be, carry, k, hybrid or be.needs_dense, store, batch_size)
                 report = ingest_corpus(enc, be, corpus, k=k, batch_size=batch_size,
                                        hybrid=hybrid or be.needs_dense, prune=prune,
                                        chunker=chunker, progress=progress, budget=budget, k_min=k_min,
@@ -265,25 +283,55 @@ class Collection:
 
     def _rebuild(self, corpus, meta, *, k, hybrid, idf, with_fallback, batch_size, overlap, adapt_config, prune,
                  progress, lexical: bool = True):
-        """``ingest --adapt`` on an existing collection: adapt, build beside, switch."""
+        """``ingest --adapt`` on an existing collection: adapt, build beside, switch.
+
+        Every stored point stays unless this corpus's ingest would delete it (an old version of a document
+        re-read now, a file pruned): points of other folders are re-coded from their stored text with the new
+        head and carried over under the same id and payload."""
         from .encoder import CSREncoder
 
         if not self.embedded:
             raise AdaptError(f"collection {self.name!r} is on a server: re-adapting in place is not supported; "
                              "ingest into a new collection with adapt=True, or recreate=True, adapt=True")
         base = self.fixed or CSREncoder.from_pretrained(self.model, device=self.device, runtime=self.runtime)
-        enc, adapted = self._adapt(base, corpus, k=k or meta.k, overlap=overlap, batch_size=batch_size,
-                                   config=adapt_config, force=True, progress=progress)
-        nxt = self.name + NEXT
+        drop, carry = self._carried(base, corpus, overlap, prune)
+        enc, adapted = self._adapt(base, _with_texts(corpus, carry), k=k or meta.k, overlap=overlap,
+                                   batch_size=batch_size, config=adapt_config, force=True, progress=progress)
+        nxt = self._temporary("next")
         had_fallback = with_fallback or self._has_fallback()
         report = self._write(enc, corpus, k=k or meta.k, recreate=True, prune=prune, hybrid=hybrid or bool(meta.d),
                              idf=idf or meta.idf, with_fallback=had_fallback, batch_size=batch_size,
                              overlap=overlap, budget="fixed", avg_k=None, k_min=None, k_max=None,
-                             progress=progress, name=nxt, lexical=lexical or bool(meta.lexical))
+                             progress=progress, name=nxt, lexical=lexical or bool(meta.lexical), carry=carry)
         self._switch(had_fallback)
-        report.adapt = adapted
+        report.deleted, report.pruned = len(drop.stale), len(drop.pruned)  # of the live collection
+        report.written += len(carry)
+        report.adapt = {**adapted, "carried": len(carry)}
         report.backend["path"] = str(self._location())
         return report
+
+    def _carried(self, enc, corpus, overlap, prune):
+        """What a rebuild for ``corpus`` keeps of the live collection: ``(plan, [(id, payload)])``, the plan an
+        ingest of ``corpus`` would make against it (its stale and pruned ids are dropped) and every other
+        stored point whose document ``corpus`` does not hold (written again from its stored text)."""
+        from .corpus import Chunker
+        from .ingest import IndexState, plan
+
+        be = self.open_backend()
+        try:
+            drop = plan(corpus, Chunker.for_encoder(enc, overlap), IndexState.read(be), prune)
+            gone = set(drop.stale) | set(drop.pruned)
+            ours = {doc.source for doc in corpus.documents}
+            carry = [(pid, payload) for pid, payload in be.scroll()
+                     if pid not in gone and str(payload.get("source", "")) not in ours]
+        finally:
+            be.close()
+        textless = sum(not isinstance(p.get("text"), str) or not p["text"].strip() for _, p in carry)
+        if textless:
+            raise AdaptError(f"collection {self.name!r}: {textless} stored point(s) from outside this corpus have no "
+                             "text to re-code with a new head; re-adapting would drop them (ingest their folder "
+                             "into a new collection, or use --recreate)")
+        return drop, carry
 
     def _has_fallback(self, name: str | None = None) -> bool:
         from .integrations.faiss import STORE_FILE
@@ -291,24 +339,32 @@ class Collection:
 
         return (fallback_path(name or self.name, self.path) / STORE_FILE).exists()
 
+    def _drop_fallback(self, name: str | None = None) -> None:
+        """Delete the FAISS fallback of ``name`` (default: this collection), if it has one."""
+        from .integrations.fallback import fallback_path
+
+        if self._has_fallback(name):
+            shutil.rmtree(fallback_path(name or self.name, self.path))
+
     def _switch(self, fallback: bool) -> None:
         from .integrations.fallback import fallback_path
 
-        live, nxt, old = self._location(), self._location(self.name + NEXT), self._location(self.name + OLD)
+        nxt_name, old_name = self._temporary("next"), self._temporary("old")
+        live, nxt, old = self._location(), self._location(nxt_name), self._location(old_name)
         (nxt / READY).write_text("complete\n", encoding="utf-8")
         if fallback:
-            f_live, f_nxt = fallback_path(self.name, self.path), fallback_path(self.name + NEXT, self.path)
-            f_old = fallback_path(self.name + OLD, self.path)
-            shutil.rmtree(f_old, ignore_errors=True)
+            f_live, f_nxt = fallback_path(self.name, self.path), fallback_path(nxt_name, self.path)
+            f_old = fallback_path(old_name, self.path)
+            _remove_retired(f_old)
             if f_live.exists():
-                f_live.replace(f_old)
+                _retire(f_live, f_old)
             f_nxt.replace(f_live)
-            shutil.rmtree(f_old, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-        live.replace(old)
+            _remove_retired(f_old)
+        _remove_retired(old)
+        _retire(live, old)
         nxt.replace(live)
         (live / READY).unlink()
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_retired(old)
 
     # -- search ---------------------------------------------------------------------------------------
     def searcher(self, fallback: bool = True, *, mode: str | None = None, per_document: bool = False,
@@ -392,6 +448,49 @@ class Collection:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _with_texts(corpus, carry):
+    """``corpus`` plus the stored texts of ``carry`` as documents: what a rebuilt collection will hold, to adapt
+    its head to."""
+    from dataclasses import replace
+
+    from .corpus import Document
+
+    if not carry:
+        return corpus
+    extra = [Document(f"{pid}#carried", "", payload["text"], pid) for pid, payload in carry]
+    return replace(corpus, documents=corpus.documents + extra)
+
+
+def _write_carried(enc, be, carry, k, dense: bool, store, batch_size: int, group: int = 256) -> None:
+    """Re-code ``carry``'s ``(id, payload)`` from their stored text and upsert them as they were."""
+    from .integrations.base import Point
+
+    bm25 = getattr(getattr(be, "meta", None), "bm25", lambda: None)()
+    for lo in range(0, len(carry), group):
+        part = carry[lo:lo + group]
+        texts = [p["text"] for _, p in part]
+        vectors = store.encode(texts, batch_size=batch_size)
+        codes = enc.sparsify(vectors, k)
+        terms = bm25.documents(texts) if bm25 is not None else [None] * len(part)
+        be.upsert([Point(pid, payload, codes[i], vectors[i] if dense else None, terms[i])
+                   for i, (pid, payload) in enumerate(part)])
+
+
+def _retire(live: Path, old: Path) -> None:
+    """Move ``live`` to ``old``, marked first as ours to delete (see :func:`_remove_retired`)."""
+    if old.exists() or old.is_symlink():
+        raise AdaptError(f"{old}: in the way of the switch and not made by csr-adapter (no {RETIRED}); "
+                         "move it away and re-run")
+    (live / RETIRED).write_text("replaced by a rebuild; csr-adapter deletes this folder\n", encoding="utf-8")
+    live.replace(old)
+
+
+def _remove_retired(old: Path) -> None:
+    """Delete ``old`` only if this code retired it (its marker is there); anything else there is left alone."""
+    if (old / RETIRED).is_file() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def corpus_chunks(enc, corpus, overlap: int | None = None) -> tuple[list[str], np.ndarray]:

@@ -18,6 +18,7 @@ document of its file that is missing from the run) keeps its stored points.
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import hashlib
 import io
@@ -30,9 +31,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import CSRAdapterError
+from .text import blank
 
 TEXT_TYPES = {".txt", ".text", ".md", ".markdown", ".rst"}
 HTML_TYPES = {".html", ".htm"}
@@ -94,6 +96,14 @@ class ReaderOptions:
     follow_links: bool = False  # follow symlinks that point out of the ingested folder
 
 
+class Checked(NamedTuple):
+    """The file :func:`walk` checked for a listed path: its resolved path, device and inode."""
+
+    real: str
+    dev: int
+    ino: int
+
+
 class BadRecord(ValueError):
     """One record that cannot be stored (lone surrogates): skipped on its own, the file is kept.
 
@@ -120,9 +130,11 @@ def _inside(path: str, root: str) -> bool:
 OUTSIDE = "symlink out of the ingested folder (--follow-links to include it)"
 
 
-def walk(root: Path, follow_links: bool = False) -> tuple[list[Path], list[Skip]]:
+def walk(root: Path, follow_links: bool = False,
+         checked: dict[Path, Checked] | None = None) -> tuple[list[Path], list[Skip]]:
     """Files under ``root`` (sorted, symlinks followed once, hidden entries skipped; links that leave
-    ``root`` are skipped unless ``follow_links``)."""
+    ``root`` are skipped unless ``follow_links``). ``checked`` receives, per file, the resolved path and the
+    identity of the file that passed these checks: :func:`read_file` reads that file or nothing."""
     files, skipped, seen_dirs, seen_files = [], [], set(), set()
     top = os.path.realpath(root)
 
@@ -158,8 +170,8 @@ def walk(root: Path, follow_links: bool = False) -> tuple[list[Path], list[Skip]
                 continue
             try:
                 real = path.resolve(strict=True)
-            except (OSError, RuntimeError):
-                skipped.append(Skip(str(path), "broken symlink"))
+            except (OSError, RuntimeError) as exc:
+                skipped.append(Skip(str(path), _unresolved(path, exc)))
                 continue
             if not follow_links and not _inside(str(real), top):
                 skipped.append(Skip(str(path), OUTSIDE))
@@ -167,9 +179,33 @@ def walk(root: Path, follow_links: bool = False) -> tuple[list[Path], list[Skip]
             if real in seen_files:
                 skipped.append(Skip(str(path), f"same file as {real}"))
                 continue
+            try:
+                st = os.stat(real, follow_symlinks=False)
+            except OSError as exc:
+                skipped.append(Skip(str(path), f"unreadable ({exc.strerror or exc})"))
+                continue
             seen_files.add(real)
             files.append(path)
+            if checked is not None:
+                checked[path] = Checked(str(real), st.st_dev, st.st_ino)
     return files, skipped
+
+
+def _unresolved(path: Path, exc: BaseException) -> str:
+    """Why ``path`` (listed in its folder) could not be resolved: the real reason, not a guess. Only a link
+    whose target is missing is a broken symlink; anything else (no search permission on the folder, ...) is
+    ``unreadable`` (what ``--prune`` never treats as gone)."""
+    if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
+        return "symlink loop"
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return "broken symlink"
+        except FileNotFoundError:
+            return "vanished while listing"
+        except OSError as inner:
+            exc = inner
+    return f"unreadable ({getattr(exc, 'strerror', None) or exc})"
 
 
 def _suffix(path: Path) -> str:
@@ -328,18 +364,51 @@ def _jsonl(lines: Iterable[tuple[int, str]], file: str, opts: ReaderOptions) -> 
     return _records(rows, file, opts)
 
 
-def _read_capped(path: Path, max_bytes: int) -> bytes:
-    """The file's bytes (decompressed for ``.gz``, streaming), or :class:`ValueError` past ``max_bytes``."""
+CHANGED = "changed while it was being read ({}); not read"
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_checked(path: Path, expect: Checked | None) -> int:
+    """A descriptor of the regular file at ``path``, opened and then verified in one step: with ``expect``
+    (what :func:`walk` checked), ``expect.real`` is opened without following a final symlink and must still be
+    the very file checked (device and inode), so a swap after the check reads nothing, never the swapped-in
+    target. Non-blocking, so a FIFO swapped in cannot hang the read."""
+    target, flags = (path, _OPEN_FLAGS) if expect is None else (expect.real, _OPEN_FLAGS | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(target, flags)
+    except OSError as exc:
+        if expect is not None and exc.errno == errno.ELOOP:
+            raise ValueError(CHANGED.format("now a symlink")) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if expect is not None and (st.st_dev, st.st_ino) != (expect.dev, expect.ino):
+            raise ValueError(CHANGED.format("replaced by another file"))
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_capped(path: Path, max_bytes: int, expect: Checked | None = None) -> bytes:
+    """The file's bytes (decompressed for ``.gz``, streaming), or :class:`ValueError` past ``max_bytes``.
+
+    ``expect``: the identity :func:`walk` checked; the file opened must be that one (see :func:`_open_checked`)."""
     cap = f"{max_bytes / 1e6:.0f} MB cap (--max-file-mb)"
     try:
         st = path.stat()
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):  # refused before it is opened (a device, a FIFO)
             raise ValueError("not a regular file")
-        if st.st_size > max_bytes:
-            raise ValueError(f"{st.st_size / 1e6:.0f} MB is over the {cap}")
-        gz = path.suffix.lower() == ".gz"
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-            data = f.read(max_bytes + 1)  # never more than the cap in memory, however well it compresses
+        fd = _open_checked(path, expect)
+        with os.fdopen(fd, "rb") as raw:
+            size = os.fstat(raw.fileno()).st_size
+            if size > max_bytes:
+                raise ValueError(f"{size / 1e6:.0f} MB is over the {cap}")
+            gz = path.suffix.lower() == ".gz"
+            with (gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw) as f:
+                data = f.read(max_bytes + 1)  # never more than the cap in memory, however well it compresses
     except (OSError, EOFError, zlib.error) as exc:
         raise ValueError(f"unreadable ({getattr(exc, 'strerror', None) or exc})") from None
     if len(data) > max_bytes:
@@ -348,13 +417,15 @@ def _read_capped(path: Path, max_bytes: int) -> bytes:
 
 
 def read_file(path: Path, opts: ReaderOptions, explicit: bool = False,
-              skipped: list[Skip] | None = None) -> list[Document]:
-    """Documents of one file, or :class:`ValueError` with the reason to skip it (bad records: see :func:`parse`)."""
+              skipped: list[Skip] | None = None, expect: Checked | None = None) -> list[Document]:
+    """Documents of one file, or :class:`ValueError` with the reason to skip it (bad records: see :func:`parse`).
+
+    ``expect``: what :func:`walk` checked for ``path``; only that file is read."""
     kind = _suffix(path)
     if kind not in SUPPORTED and not explicit:
         raise ValueError(f"unsupported file type {kind or '(none)'}")
-    text = _decode(_read_capped(path, opts.max_bytes))
-    if not text.strip():
+    text = _decode(_read_capped(path, opts.max_bytes, expect))
+    if blank(text):
         raise ValueError("empty")
     return parse(text, kind if kind in SUPPORTED else ".txt", os.path.abspath(path), opts, skipped)
 
@@ -364,7 +435,7 @@ def _dedupe(docs: list[Document], skipped: list[Skip]) -> list[Document]:
     for doc in docs:
         if doc.source in seen:
             skipped.append(Skip(doc.source, "duplicate id (kept the first)"))
-        elif not doc.text.strip():
+        elif blank(doc.text):
             skipped.append(Skip(doc.source, "empty text"))
         else:
             seen.add(doc.source)
@@ -418,8 +489,9 @@ def read_corpus(path: str | os.PathLike, opts: ReaderOptions | None = None) -> C
         raise CorpusError(f"{path}: no such file or directory")
     # one spelling per folder (symlinked or relative paths), so sources stay stable between runs
     root = Path(os.path.realpath(root)) if root.is_dir() else Path(os.path.realpath(root.parent)) / root.name
+    checked: dict[Path, Checked] = {}
     if root.is_dir():
-        files, skipped = walk(root, opts.follow_links)
+        files, skipped = walk(root, opts.follow_links, checked)
         if not files and not skipped:
             raise CorpusError(f"{path}: empty folder, nothing to ingest")
     else:
@@ -428,7 +500,7 @@ def read_corpus(path: str | os.PathLike, opts: ReaderOptions | None = None) -> C
     read: list[str] = []
     for file in files:
         try:
-            docs += read_file(file, opts, explicit=not root.is_dir(), skipped=skipped)
+            docs += read_file(file, opts, explicit=not root.is_dir(), skipped=skipped, expect=checked.get(file))
             read.append(os.path.abspath(file))
         except ValueError as exc:
             skipped.append(Skip(str(file), str(exc)))
@@ -496,8 +568,10 @@ class Chunker:
 
     def _windows(self, text: str, offsets: list[tuple[int, int]], words: list[int | None]) -> list[Chunk]:
         n = len(offsets)
+        if blank(text):
+            return []
         if n == 0:
-            return [Chunk(text.strip(), 0)] if text.strip() else []
+            return [Chunk(text.strip(), 0)]
         if n <= self.max_tokens:
             return [Chunk(text.strip(), n)]
 

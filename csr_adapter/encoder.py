@@ -20,6 +20,7 @@ from .head import CSRHead
 from .onnx_backbone import check_runtime
 from .runtime import resolve_device
 from .sparse import SparseEmbedding, SparseEmbeddings
+from .text import blank
 
 PURSUIT_MAX_K = 64  # documents asked for more latents are coded by the top-k (pursuit costs k matmuls)
 
@@ -67,6 +68,10 @@ def _load_head(path: Path, config: CSRConfig) -> CSRHead:
             raise ModelLoadError(
                 f"{file}: tensor {name!r} has shape {tuple(tensors[name].shape)}, config.json expects {shape}"
             )
+        bad = int((~torch.isfinite(tensors[name].float())).sum())
+        if bad:
+            raise ModelLoadError(f"{file}: tensor {name!r} has non-finite values ({bad} NaN or inf): the model is "
+                                 "broken; retrain or replace it")
     head = CSRHead(config.d, config.h)
     head.load_state_dict({k: v.float() for k, v in tensors.items() if k in expected})
     return head
@@ -213,7 +218,7 @@ class CSREncoder:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         out = np.zeros((len(texts), self.d), dtype=np.float32)
-        live = [i for i, t in enumerate(texts) if t.strip()]
+        live = [i for i, t in enumerate(texts) if not blank(t)]  # zero-width/control-only texts are empty too
         order = sorted(live, key=lambda i: -len(texts[i]))  # length-sorted batches pad less
         from tqdm.auto import tqdm
 

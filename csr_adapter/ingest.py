@@ -164,13 +164,26 @@ def plan(corpus: Corpus, chunker: Chunker, state: IndexState, prune: bool = Fals
     pruned = []
     if prune and corpus.root is not None:
         seen, prefix = set(corpus.seen), corpus.root.rstrip(os.sep) + os.sep
-        # a folder that could not be read is not gone: never prune what lies under it
-        blocked = tuple(os.path.abspath(s.path).rstrip(os.sep) + os.sep for s in corpus.skipped
-                        if s.reason.startswith("unreadable"))
+        # a path that could not be read (a folder, or a file in one) is not gone: never prune it or what lies
+        # under it; and a file is pruned only when the file system says it is not there (not for a skip)
+        unread = {os.path.abspath(s.path).rstrip(os.sep) for s in corpus.skipped if s.reason.startswith("unreadable")}
+        blocked = tuple(u + os.sep for u in unread)
         gone = {src for src, f in files.items()
-                if f.startswith(prefix) and f not in seen and not f.startswith(blocked or ("\0",))}
+                if f.startswith(prefix) and f not in seen and f not in unread
+                and not f.startswith(blocked or ("\0",)) and _absent(f)}
         pruned = [pid for src in sorted(gone) for pid in state.points[src]]
     return Plan(todo, chunks, unchanged, stale, pruned, empty)
+
+
+def _absent(path: str) -> bool:
+    """``path`` is known not to exist (not: it could not be checked, or it is there but was skipped)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def ingest_corpus(

@@ -87,12 +87,51 @@ def first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+# Names the store derives from a collection's: ``<store>/<name>.faiss`` (its FAISS fallback), ``<name>.db``
+# (a milvus-lite file). A collection named so would share (and ``recreate`` would delete) another's files.
+DERIVED_SUFFIXES = {".faiss": "a collection's FAISS fallback", ".db": "a milvus-lite store file"}
+TEMPORARY_ROLES = ("next", "old")  # a collection rebuilt beside the live one / the live one being replaced
+
+
+def temporary_name(name: str, role: str) -> str:
+    """The reserved name of ``name``'s rebuild temporary ``role`` (``next`` | ``old``): it starts with ``.``,
+    which :func:`check_collection_name` refuses for any other name, so no user collection can be one."""
+    assert role in TEMPORARY_ROLES
+    return f".csr-{role}.{name}"
+
+
+def is_temporary_name(name: str) -> bool:
+    return any(name.startswith(f".csr-{role}.") and len(name) > len(f".csr-{role}.") for role in TEMPORARY_ROLES)
+
+
 def check_collection_name(name: str) -> str:
-    """``name`` if it is safe as a file or directory name and as a collection name, else a :class:`BackendError`."""
+    """``name`` if it is safe as a file or directory name and as a collection name, else a :class:`BackendError`.
+
+    Names starting with ``.`` belong to the store (``.models``, rebuild temporaries: :func:`temporary_name`)
+    and names ending in a :data:`DERIVED_SUFFIXES` suffix are paths derived from another collection's:
+    both are refused (a temporary name is accepted here, for the code that makes it; user entry points
+    refuse it with :func:`check_user_collection_name`)."""
     if (not isinstance(name, str) or not name or name in (".", "..") or any(c in name for c in "/\\\0")
             or len(name) > 200 or not name.isprintable()):
         raise BackendError(f"invalid collection name {name!r}: use letters, digits, '-', '_' or '.'")
+    if is_temporary_name(name):
+        check_collection_name(name.split(".", 2)[2])
+    elif name.startswith("."):
+        raise BackendError(f"collection name {name!r} is reserved: names starting with '.' are the store's own "
+                           "(its models, rebuild temporaries)")
+    for suffix, what in DERIVED_SUFFIXES.items():
+        if name.lower().endswith(suffix):
+            raise BackendError(f"collection name {name!r} is reserved: a name ending in {suffix!r} is the path of "
+                               f"{what}")
     return name
+
+
+def check_user_collection_name(name: str) -> str:
+    """:func:`check_collection_name`, and a rebuild temporary's name is refused too (what users may name)."""
+    if isinstance(name, str) and is_temporary_name(name):
+        raise BackendError(f"collection name {name!r} is reserved: names starting with '.' are the store's own "
+                           "(its models, rebuild temporaries)")
+    return check_collection_name(name)
 
 
 def check_top_k(top_k: int) -> int:

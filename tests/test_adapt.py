@@ -307,3 +307,49 @@ def test_serve_and_langchain_use_the_collection_model(ingested, encoder, scifact
         assert len(docs) == 2 and docs[0].metadata["source"].endswith(f"{doc_id}.txt")
     finally:
         retriever.searcher.close()
+
+
+def test_readapting_one_folder_keeps_and_recodes_the_other_folders_points(scifact_slice, encoder, tmp_path):
+    """Issue 29.2: ``ingest A --adapt`` on a collection that also holds folder B's documents re-codes B's
+    points with the new head (same ids and payloads, fallback too) instead of dropping them, and reports
+    what it did drop from the live collection (a pruned file, a changed file's old version)."""
+    from csr_adapter.collection import Collection
+    from csr_adapter.corpus import read_corpus
+    from csr_adapter.integrations.fallback import open_fallback
+    from csr_adapter.training.adapt import AdaptConfig
+
+    texts = [t[:400] for t in list(scifact_slice["docs"].values())[:12]]
+    for i, text in enumerate(texts):
+        folder = tmp_path / ("a" if i < 8 else "b")
+        folder.mkdir(exist_ok=True)
+        (folder / f"d{i}.txt").write_text(text, encoding="utf-8")
+    store = tmp_path / "store"
+    col = Collection("c", path=store, encoder=encoder, echo=lambda m: None)
+    col.ingest(read_corpus(tmp_path / "a"), adapt=False, with_fallback=True, progress=False)
+    col.ingest(read_corpus(tmp_path / "b"), adapt=False, progress=False)
+    before = {pid: p for pid, p in _points(col)}
+    (tmp_path / "a" / "d0.txt").unlink()
+    (tmp_path / "a" / "d1.txt").write_text(texts[1] + " Revised.", encoding="utf-8")
+    report = col.ingest(read_corpus(tmp_path / "a"), adapt=True, prune=True, progress=False,
+                        adapt_config=AdaptConfig(min_steps=5, max_steps=5))
+    assert report.adapt["adapted"] and report.adapt["carried"] == 4
+    assert (report.points, report.pruned, report.deleted) == (11, 1, 1)
+    after = {pid: p for pid, p in _points(col)}
+    b_ids = {pid for pid, p in before.items() if "/b/" in p["file"]}
+    assert len(b_ids) == 4 and all(after[pid] == before[pid] for pid in b_ids)
+    fallback = open_fallback("c", str(store))
+    assert fallback.count() == 11
+    fallback.close()
+    reopened = Collection("c", path=store)
+    assert reopened.encoder.model_id == report.adapt["model_id"] != encoder.model_id
+    for i in (8, 11):  # B's documents are found by the new head's codes
+        hits = reopened.search(texts[i][:200], top_k=1, fallback=False)
+        assert hits[0].payload["source"].endswith(f"d{i}.txt") and hits[0].served_by == "sparse"
+
+
+def _points(col):
+    be = col.open_backend()
+    try:
+        return list(be.scroll())
+    finally:
+        be.close()

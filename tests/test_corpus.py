@@ -135,3 +135,95 @@ def test_chunker_windows(encoder):
         assert len(encoder.backbone.tokenizer(c.text, add_special_tokens=False)["input_ids"]) <= 21
     with pytest.raises(ValueError):
         Chunker(encoder.backbone.tokenizer, 10, 10)
+
+
+def test_a_file_swapped_after_its_check_is_never_read_through(tmp_path, monkeypatch):
+    """Issue 29.6: a file swapped for a symlink (or another file) between walk()'s check and the read got the
+    link's target (/etc/passwd) ingested. The read opens the checked file without following a final link and
+    verifies it is the file checked (device, inode): a swap reads nothing from outside."""
+    import csr_adapter.corpus as corpus_mod
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:SECRET")
+    root = tmp_path / "docs"
+    (root / "inner").mkdir(parents=True)
+    for name in ("a.txt", "b.txt", "keep.txt", "inner/c.txt"):
+        (root / name).write_text(f"document {name}")
+    os.symlink(root / "inner" / "c.txt", root / "link.txt")  # a link inside the folder: followed
+    real_walk = corpus_mod.walk
+
+    def walk_then_swap(*args, **kwargs):  # the adversary acts right after the check
+        found = real_walk(*args, **kwargs)
+        (root / "a.txt").unlink()
+        os.symlink(secret, root / "a.txt")
+        copy = tmp_path / "copy.txt"
+        copy.write_text(secret.read_text())
+        os.replace(copy, root / "b.txt")
+        (root / "link.txt").unlink()
+        os.symlink(secret, root / "link.txt")
+        return found
+
+    monkeypatch.setattr(corpus_mod, "walk", walk_then_swap)
+    corpus = read_corpus(root)
+    assert not any("SECRET" in d.text for d in corpus.documents)
+    r = reasons(corpus)
+    assert r["a.txt"] == "changed while it was being read (now a symlink); not read"
+    assert r["b.txt"] == "changed while it was being read (replaced by another file); not read"
+    assert sorted(d.text for d in corpus.documents) == ["document inner/c.txt", "document keep.txt"]
+
+
+def test_flipping_a_file_and_a_symlink_during_reads_never_reads_the_target(tmp_path):
+    """The same race run for real: a thread flips a.txt between a file and a link to a secret while the folder
+    is read again and again (bounded); the secret never comes back."""
+    import threading
+    import time
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:SECRET")
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "keep.txt").write_text("stays")
+    stop = threading.Event()
+
+    def flip():
+        while not stop.is_set():
+            tmp = root / "a.tmp"
+            tmp.write_text("plain text")
+            os.replace(tmp, root / "a.txt")
+            link = root / "a.lnk"
+            os.symlink(secret, link)
+            os.replace(link, root / "a.txt")
+
+    racer = threading.Thread(target=flip, daemon=True)
+    racer.start()
+    try:
+        deadline = time.time() + 3
+        runs = 0
+        while time.time() < deadline and runs < 400:
+            corpus = read_corpus(root, ReaderOptions(follow_links=False))
+            assert not any("SECRET" in d.text for d in corpus.documents)
+            runs += 1
+    finally:
+        stop.set()
+        racer.join(5)
+
+
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\x01\x7f \t\u00ad\u202e"  # zero-width, control, format, spaces
+
+
+def test_text_of_only_zero_width_or_control_characters_is_empty(tmp_path, encoder):
+    """Issue 29.11: such text was not empty (the tokenizer drops it, so it was embedded as an empty sequence
+    and written as a point). Files, records and chunks made of it are empty; real text is untouched."""
+    from csr_adapter.text import blank
+
+    assert blank(INVISIBLE) and blank("") and not blank("a" + INVISIBLE) and not blank("\u00e9")
+    (tmp_path / "real.txt").write_text("zero\u200bwidth inside real text stays")
+    (tmp_path / "invisible.txt").write_text(INVISIBLE)
+    (tmp_path / "records.jsonl").write_text(json.dumps({"id": "r1", "text": INVISIBLE}) + "\n"
+                                            + json.dumps({"id": "r2", "text": "a record"}) + "\n")
+    corpus = read_corpus(tmp_path)
+    r = reasons(corpus)
+    assert r["invisible.txt"] == "empty" and r["records.jsonl#r1"] == "empty text"
+    assert sorted(d.doc_id for d in corpus.documents) == ["r2", "real"]
+    chunker = Chunker.for_encoder(encoder)
+    assert list(chunker.split([INVISIBLE, "\u200b" * 3000, "ok"]))[:2] == [[], []]

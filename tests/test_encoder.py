@@ -166,6 +166,38 @@ def test_misshaped_head(saved) -> None:
         CSREncoder.from_pretrained(saved)
 
 
+@pytest.mark.parametrize("name,bad", [("W", float("nan")), ("b_pre", float("inf")), ("b_lat", float("-inf"))])
+def test_non_finite_head_weights_are_refused_at_load(saved, tmp_path, name, bad) -> None:
+    """Issue 29.10: a head with NaN/inf weights loaded, and ingest wrote empty points with exit 0. It is a
+    one-line error naming the file and tensor, at load (the CLI too: nothing is written)."""
+    from click.testing import CliRunner
+    from safetensors.torch import load_file, save_file
+
+    from csr_adapter.cli import cli
+
+    tensors = load_file(str(saved / "head.safetensors"))
+    tensors[name].view(-1)[7] = bad
+    save_file(tensors, str(saved / "head.safetensors"))
+    with pytest.raises(ModelLoadError, match=rf"head\.safetensors: tensor '{name}' has non-finite values"):
+        CSREncoder.from_pretrained(saved)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a note about enzymes")
+    result = CliRunner().invoke(cli, ["ingest", str(tmp_path / "docs"), "--model", str(saved), "--path",
+                                      str(tmp_path / "store"), "--no-adapt"])
+    assert result.exit_code == 1 and "non-finite values" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "store").exists()
+
+
+def test_zero_width_or_control_only_queries_code_as_empty(encoder) -> None:
+    """Issue 29.11, the query side: such a query got a full code (that of an empty token sequence), so search
+    answered it with arbitrary hits; it codes like the empty string now (no latents, a zero dense row)."""
+    for text in ("\u200b\u200c\ufeff", "\x01\x02\x7f", " \u2060\t"):
+        assert encoder.encode_query(text).nnz.tolist() == [0]
+        assert not encoder.encode_dense([text]).any()
+    assert encoder.encode_query("zero\u200bwidth in a real query").nnz.tolist() == [64]
+
+
 def test_bad_config(saved) -> None:
     (saved / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="config.json: invalid JSON"):

@@ -248,3 +248,87 @@ def test_prune_keeps_points_under_an_unreadable_folder(encoder, tmp_path):
     gone = ingest_corpus(encoder, be, read_corpus(folder), prune=True, progress=False)  # readable and empty now
     assert (gone.pruned, gone.points) == (1, 1)
     be.close()
+
+
+def read_corpus_unprivileged(folder):
+    """``read_corpus(folder)`` as a user that file modes apply to: in-process, or as uid/gid 65534 in a
+    subprocess when the tests run as root (root reads through any mode)."""
+    import dataclasses
+    import json
+
+    from csr_adapter.corpus import Corpus, Document, Skip
+
+    if os.geteuid() != 0:
+        return read_corpus(folder)
+    code = ("import dataclasses, json, sys; from csr_adapter.corpus import read_corpus; "
+            "print(json.dumps(dataclasses.asdict(read_corpus(sys.argv[1]))))")
+    import shutil
+
+    setpriv = shutil.which("setpriv")  # util-linux; drops uid, gid and groups, then runs the reader
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot read as a user that file modes apply to")
+    out = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
+                          str(folder)], capture_output=True, text=True, cwd="/", timeout=120)
+    if out.returncode != 0 and "Permission denied" in out.stderr and "Traceback" not in out.stderr:
+        pytest.skip(f"cannot run the reader unprivileged here: {out.stderr.strip()[-200:]}")
+    assert out.returncode == 0, out.stderr[-800:]
+    data = json.loads(out.stdout)
+    assert {f.name for f in dataclasses.fields(Corpus)} == set(data)
+    return Corpus([Document(**d) for d in data["documents"]], data["files"], data["seen"],
+                  [Skip(**s) for s in data["skipped"]], data["root"])
+
+
+def test_prune_keeps_the_points_of_files_it_cannot_reach_and_says_why(encoder, tmp_path):
+    """Issue 29.3: ``chmod 644 sub`` (listable, not searchable): its files were reported as "broken symlink"
+    and pruned. They are "unreadable (Permission denied)" and keep their points; once readable and deleted,
+    they are pruned."""
+    import tempfile
+
+    top = tempfile.mkdtemp(prefix="csr-prune-")  # reachable by the unprivileged reader (tmp_path is root's)
+    try:
+        os.chmod(top, 0o755)
+        folder = os.path.join(top, "docs")
+        sub = os.path.join(folder, "sub")
+        os.makedirs(sub)
+        for path, text in ((os.path.join(folder, "a.txt"), "alpha document about enzymes"),
+                           (os.path.join(sub, "b.txt"), "beta document about kinases")):
+            with open(path, "w") as f:
+                f.write(text)
+        be = open_qdrant("p", path=tmp_path / "store", meta=meta_for(encoder))
+        assert ingest_corpus(encoder, be, read_corpus(folder), progress=False).points == 2
+        os.chmod(sub, 0o644)
+        corpus = read_corpus_unprivileged(folder)
+        assert [(s.path, s.reason) for s in corpus.skipped] == [(os.path.join(sub, "b.txt"),
+                                                                 "unreadable (Permission denied)")]
+        kept = ingest_corpus(encoder, be, corpus, prune=True, progress=False)
+        assert (kept.pruned, kept.points) == (0, 2)
+        os.chmod(sub, 0o755)
+        os.unlink(os.path.join(sub, "b.txt"))
+        gone = ingest_corpus(encoder, be, read_corpus_unprivileged(folder), prune=True, progress=False)
+        assert (gone.pruned, gone.points) == (1, 1)
+        be.close()
+    finally:
+        os.chmod(os.path.join(top, "docs", "sub"), 0o755)
+        import shutil
+
+        shutil.rmtree(top)
+
+
+def test_prune_removes_only_files_that_are_not_there(encoder, tmp_path):
+    """A file skipped for any reason while it is still there (here: it became a symlink out of the folder)
+    is not pruned; a deleted one is."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("alpha document about enzymes")
+    (folder / "b.txt").write_text("beta document about kinases")
+    (tmp_path / "outside.txt").write_text("gamma document about lipids")
+    be = open_qdrant("p", path=tmp_path / "store", meta=meta_for(encoder))
+    assert ingest_corpus(encoder, be, read_corpus(folder), progress=False).points == 2
+    (folder / "b.txt").unlink()
+    (folder / "b.txt").symlink_to(tmp_path / "outside.txt")
+    kept = ingest_corpus(encoder, be, read_corpus(folder), prune=True, progress=False)
+    assert (kept.pruned, kept.points) == (0, 2)
+    (folder / "b.txt").unlink()
+    gone = ingest_corpus(encoder, be, read_corpus(folder), prune=True, progress=False)
+    assert (gone.pruned, gone.points) == (1, 1)
+    be.close()

@@ -179,6 +179,31 @@ def test_stdin_skips_only_the_bad_lines_and_keeps_their_stored_points(tmp_path):
         "(line 1: not valid UTF-8 (byte 0xff at column 11); line skipped)"), bad_only.output
 
 
+CONTROL = ("\x1b", "\x07", "\x9b", "\u202e")
+
+
+def test_ingest_lines_carrying_names_are_cleaned_of_terminal_control(tmp_path):
+    """Issue 29.7: skipped file names (and reasons naming files), the store path and error lines reach the
+    terminal without escape sequences, control characters or bidi overrides; --json keeps the names as they are."""
+    evil = "\x1b]0;pwned\x07\x1b[2J\u202eevil\x9b31m"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("a note about enzymes and kinetics")
+    (docs / f"{evil}.png").write_bytes(b"png")
+    (docs / f"{evil}.txt").write_bytes(b"\0binary")
+    os.symlink(docs / "a.txt", docs / f"{evil}-alias.txt")  # its reason names the file it duplicates
+    store = tmp_path / f"store{evil}"
+    shown = run("ingest", docs, "--path", store, "--no-adapt", "--no-progress")
+    assert shown.exit_code == 0, shown.output
+    assert not any(c in shown.output for c in CONTROL), repr(shown.output)
+    assert "evil.png: unsupported file type .png" in shown.output and "same file as" in shown.output
+    as_json = json.loads(run("ingest", docs, "--path", store, "--no-adapt", "--json").output)
+    assert any(s["path"].endswith(f"{evil}.png") for s in as_json["skipped"])
+    missing = run("ingest", tmp_path / f"nope{evil}", "--path", store)
+    assert missing.exit_code == 1 and "no such file or directory" in missing.output
+    assert not any(c in missing.output for c in CONTROL), repr(missing.output)
+
+
 def test_printable_strips_terminal_control():
     assert printable("a\x1b[31mred\x1b[0m\x1b]0;t\x07 \x07b\x9b2J\u202e\tc\ud800") == "ared b c?"
     assert printable("naïve 文档") == "naïve 文档"

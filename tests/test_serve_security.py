@@ -114,7 +114,8 @@ def test_allowed_hosts_are_configurable(encoder):
 def test_serve_cli_has_the_security_options():
     result = CliRunner().invoke(cli, ["serve", "--help"])
     assert result.exit_code == 0
-    for option in ("--allowed-host", "--api-key-file", "--body-timeout", "--source-root"):
+    for option in ("--allowed-host", "--api-key-file", "--body-timeout", "--source-root", "--header-timeout",
+                   "--keep-alive-timeout", "--max-connections"):
         assert option in result.output
 
 
@@ -194,3 +195,97 @@ def test_api_key_from_a_file(tmp_path):
         assert "Traceback" not in result.output
     both = CliRunner().invoke(cli, ["serve", "--api-key-file", str(key)], env={"CSR_ADAPTER_API_KEY": "k"})
     assert both.exit_code == 2 and "not both" in both.output
+
+
+# -- stalled request heads, idle and too many connections ------------------------------------------------
+def read_until_closed(s: socket.socket, limit: float) -> tuple[bytes, float]:
+    """Everything ``s`` receives until the server closes it (or ``limit`` seconds pass), and when it closed."""
+    s.settimeout(0.2)
+    started, data = time.monotonic(), b""
+    while time.monotonic() - started < limit:
+        try:
+            chunk = s.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            return data, time.monotonic() - started
+        data += chunk
+    return data, float("inf")
+
+
+def read_response(s: socket.socket) -> bytes:
+    """One whole response (head and Content-Length body) from ``s``."""
+    import re
+
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: *(\d+)", head, re.I).group(1))
+    while len(body) < length:
+        body += s.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+@pytest.fixture(scope="module")
+def guarded(encoder):
+    config = ServeConfig(warmup=False, header_timeout_s=0.5, keep_alive_s=0.5, max_connections=8)
+    with serve_in_thread(create_app(encoder, config=config)) as url:
+        yield urlsplit(url)
+
+
+def test_a_partial_request_head_is_closed_within_the_header_timeout(guarded):
+    """Issue 29.8: connections that send part of a request head (or trickle it, or nothing) stayed open for
+    good; each is closed within the header timeout (0.5 s here), with a 408 when part of a head arrived."""
+    socks = [socket.create_connection((guarded.hostname, guarded.port), timeout=5) for _ in range(6)]
+    for i, s in enumerate(socks[:5]):
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * i)
+    trickle = socks[4]
+    for _ in range(3):  # bytes keep coming, the head never completes: the deadline is not reset
+        time.sleep(0.2)
+        trickle.sendall(b"a")
+    for s in socks:
+        data, closed_after = read_until_closed(s, 5)
+        s.close()
+        assert closed_after < 2, "still open"
+        assert data == b"" if s is socks[5] else data.startswith(b"HTTP/1.1 408"), data
+    assert httpx.get(f"http://{guarded.netloc}/health").status_code == 200
+
+
+def test_kept_alive_connections_close_when_idle_or_stalled(guarded):
+    s = socket.create_connection((guarded.hostname, guarded.port), timeout=5)
+    request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    s.sendall(request)
+    assert read_response(s).startswith(b"HTTP/1.1 200")
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: 1")  # a second head, stalled
+    data, closed_after = read_until_closed(s, 5)
+    assert closed_after < 2 and data.startswith(b"HTTP/1.1 408"), data
+    s.close()
+    idle = socket.create_connection((guarded.hostname, guarded.port), timeout=5)
+    idle.sendall(request)
+    assert read_response(idle).startswith(b"HTTP/1.1 200")
+    assert read_until_closed(idle, 5)[1] < 2  # nothing more: closed after the keep-alive timeout
+    idle.close()
+
+
+def test_connections_past_the_cap_get_503_and_are_closed(guarded):
+    held = [socket.create_connection((guarded.hostname, guarded.port), timeout=5) for _ in range(8)]
+    try:
+        time.sleep(0.1)
+        extra = socket.create_connection((guarded.hostname, guarded.port), timeout=5)
+        data, closed_after = read_until_closed(extra, 2)
+        extra.close()
+        assert data.startswith(b"HTTP/1.1 503") and closed_after < 1, data
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.2)
+    assert httpx.get(f"http://{guarded.netloc}/health").status_code == 200
+
+
+def test_zero_width_only_inputs_are_empty(server):
+    """Issue 29.11 on the server: an input of zero-width/control characters alone is an empty input (400)."""
+    response = httpx.post(server + "/embed", json={"inputs": ["fine", "\u200b\u200d\x01"]})
+    assert_json_error(response, 400, "Empty")

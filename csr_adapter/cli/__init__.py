@@ -104,7 +104,9 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CSRAdapterError as exc:
-            raise click.ClickException(flag_wording(str(exc))) from None
+            from .safe import printable
+
+            raise click.ClickException(printable(flag_wording(str(exc)))) from None
         except KeyboardInterrupt:
             click.echo("interrupted: partial work is kept; re-run the same command to resume", err=True)
             sys.exit(130)

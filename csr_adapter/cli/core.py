@@ -18,6 +18,7 @@ from .options import (
     server_client,
     threads_option,
 )
+from .safe import printable
 
 
 def _files(directory: Path) -> list[dict]:
@@ -72,8 +73,8 @@ def info(model: str | None, collection: str | None, backend: str, store: str | N
             return
         fit, meta = data["fit"], data["meta"]
         click.echo(f"collection   {data['collection']} ({data['points']} points, k={meta['k']}, h={meta['h']})")
-        click.echo(f"model        {meta['model_id']} ({'adapted to its corpus' if data['adapted'] else 'not adapted'})"
-                   f"  {data['model_dir']}")
+        click.echo(printable(f"model        {meta['model_id']} "
+                             f"({'adapted to its corpus' if data['adapted'] else 'not adapted'})  {data['model_dir']}"))
         lexical = meta.get("lexical")
         click.echo("lexical      " + (f"BM25 (k1 {lexical['k1']}, b {lexical['b']}, average chunk length "
                                       f"{lexical['avgdl']:g} terms): search fuses it with the codes" if lexical else
@@ -92,14 +93,14 @@ def info(model: str | None, collection: str | None, backend: str, store: str | N
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"model        {data['path']}")
+    click.echo(f"model        {printable(data['path'])}")
     click.echo(f"model id     {data['model_id']}")
     click.echo(f"backbone     {data['backbone']} (d={data['d']}, max_seq_length={data['max_seq_length']})")
     click.echo(f"latents h    {data['h']}")
     click.echo(f"default k    {data['k']}  ({data['bytes_per_code_at_k']} bytes/code as int32+float32)")
     click.echo(f"device       {data['device']}")
     for f in data["files"]:
-        click.echo(f"  {f['bytes']:>12,d}  {f['file']}")
+        click.echo(f"  {f['bytes']:>12,d}  {printable(f['file'])}")
     for dataset, result in (data["scores"] or {}).items():
         click.echo(f"scores on {dataset}:")
         for row in result.get("rows", []):

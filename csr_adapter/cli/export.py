@@ -8,6 +8,7 @@ import os
 import click
 
 from .options import Int, json_option, qdrant_key_options, server_client
+from .safe import printable
 
 
 @click.command()
@@ -70,7 +71,7 @@ def export(collection: str, to_collection: str | None, url: str | None, from_url
         return
 
     def where(info: dict) -> str:
-        return f"{info['engine']} {info.get('path') or info.get('url')} / {info['collection']}"
+        return printable(f"{info['engine']} {info.get('path') or info.get('url')} / {info['collection']}")
 
     click.echo(f"exported {report.points} points from {where(report.source)} to {where(report.target)}")
     click.echo(f"  written    {report.written} points ({report.unchanged} already there)")

@@ -114,7 +114,7 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
     start = time.perf_counter()
     col = Collection(collection, backend=backend, path=store, url=url, api_key=api_key, model=model, device=device,
                      runtime=runtime, threads=threads or None, client=server_client(url),
-                     echo=(lambda m: None) if as_json else (lambda m: click.echo(m, err=True)))
+                     echo=(lambda m: None) if as_json else (lambda m: click.echo(printable(m), err=True)))
     if layout is not None:
         col.check_layout(layout)  # before the corpus is read
     corpus = read_corpus(path, ReaderOptions(text_field=text_field, max_bytes=int(max_file_mb * 1e6),
@@ -134,14 +134,14 @@ def ingest(path: str, backend: str, collection: str, store: str | None, url: str
         return
     where = report.backend.get("path") or f"{report.backend.get('url')} / {report.backend.get('collection')}"
     click.echo(f"ingested {report.files} files ({report.documents} documents) into {report.backend['engine']} "
-               f"{_show(str(where))}")
+               f"{printable(_show(str(where)))}")
     click.echo(f"  chunks     {report.chunks} ({report.unchanged} unchanged)")
     click.echo(f"  written    {report.written} points; deleted {report.deleted} stale, pruned {report.pruned}")
     if report.skipped:
         reasons = ", ".join(f"{reason} x{n}" for reason, n in report.skip_reasons().items())
-        click.echo(f"  skipped    {len(report.skipped)}: {reasons}")
+        click.echo(f"  skipped    {len(report.skipped)}: {printable(reasons)}")
         for s in report.skipped[:5]:
-            click.echo(f"             {_show(s.path)}: {s.reason}")
+            click.echo(f"             {printable(_show(s.path))}: {printable(s.reason)}")
         if len(report.skipped) > 5:
             click.echo(f"             ... {len(report.skipped) - 5} more (--json lists all)")
     if report.adapt and report.adapt.get("adapted"):

@@ -9,6 +9,7 @@ import click
 
 from ..defaults import check_k
 from .options import Float, Int, device_option, load_encoder, model_option, runtime_option, threads_option
+from .safe import printable
 
 
 def read_api_key(api_key: str | None, api_key_file: str | None) -> str | None:
@@ -62,6 +63,13 @@ def _is_loopback(host: str) -> bool:
                    "'*' = any). Default: 127.0.0.1, localhost, [::1] and --host; others get 421.")
 @click.option("--body-timeout", type=Float(min=0.001), default=10.0, show_default=True,
               help="Seconds a client may take to send its request body before a 408.")
+@click.option("--header-timeout", type=Float(min=0.001), default=10.0, show_default=True,
+              help="Seconds a client may take to send a request head (new or kept-alive connection) before it "
+                   "is closed.")
+@click.option("--keep-alive-timeout", type=Float(min=0.001), default=5.0, show_default=True,
+              help="Seconds an idle kept-alive connection stays open.")
+@click.option("--max-connections", type=Int(min=1), default=256, show_default=True,
+              help="Open connections; one more gets 503 and is closed.")
 @click.option("--source-root", type=click.Path(file_okay=False), default=None,
               help="/search shows source and file paths relative to this folder (default: the working "
                    "directory; a file outside it shows its name only).")
@@ -86,6 +94,7 @@ def _is_loopback(host: str) -> bool:
 def serve(model: str | None, host: str, port: int, k: int | None, collections: tuple[str, ...], backend: str,
           store_path: str | None, url: str | None, qdrant_api_key: str | None, no_fallback: bool,
           api_key: str | None, api_key_file: str | None, allowed_hosts: tuple[str, ...], body_timeout: float,
+          header_timeout: float, keep_alive_timeout: float, max_connections: int,
           source_root: str | None, max_batch_size: int, max_wait_ms: float, max_queue: int, timeout: float,
           max_inputs: int, auto_truncate: bool, max_chars: int, device: str, runtime: str, threads: int,
           log_level: str) -> None:
@@ -100,15 +109,18 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
 
     api_key = read_api_key(api_key, api_key_file)
     if not _is_loopback(host) and not api_key:
-        click.echo(f"warning: binding {host} without --api-key: anyone who can reach it can use it", err=True)
+        click.echo(f"warning: binding {printable(host)} without --api-key: anyone who can reach it can use it",
+                   err=True)
     if host in ("0.0.0.0", "::", "") and not allowed_hosts:
-        click.echo(f"note: binding {host}: only Host headers 127.0.0.1, localhost and [::1] are served; "
+        click.echo(f"note: binding {printable(host)}: only Host headers 127.0.0.1, localhost and [::1] are served; "
                    "add --allowed-host NAME for the names clients use", err=True)
     hosts = tuple(dict.fromkeys(h for h in (*DEFAULT_HOSTS, host, *allowed_hosts) if h.strip()))
     try:
         config = ServeConfig(max_inputs=max_inputs, max_chars=max_chars, max_batch_size=max_batch_size,
                              max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout, api_key=api_key,
                              allowed_hosts=hosts, body_timeout_s=body_timeout, source_root=source_root,
+                             header_timeout_s=header_timeout, keep_alive_s=keep_alive_timeout,
+                             max_connections=max_connections,
                              auto_truncate=auto_truncate)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
@@ -131,9 +143,12 @@ def serve(model: str | None, host: str, port: int, k: int | None, collections: t
     app = create_app(encoder, searchers, config, model_name=name)
     click.echo(f"csr-adapter serving {encoder.config.backbone} (h={encoder.h}, k={encoder.k}, "
                f"runtime {encoder.backbone.runtime}) "
-               f"on http://{host}:{port}  (docs at /docs)", err=True)
+               f"on http://{printable(host)}:{port}  (docs at /docs)", err=True)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+        from ..server.http import uvicorn_options
+
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug",
+                    **uvicorn_options(config))
     finally:
         for searcher in searchers.values():
             searcher.close()

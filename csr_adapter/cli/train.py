@@ -11,6 +11,7 @@ import click
 
 from ..defaults import DEFAULT_K, EVAL_KS, check_k
 from .options import INT_LIMIT, Float, Int, device_option, json_option, model_option, runtime_option, threads_option
+from .safe import printable
 
 KINDS = ("auto", "beir", "pairs", "labelled", "raw")
 
@@ -115,7 +116,7 @@ def train(data: tuple[str, ...], out: str, kind: str, eval_data: str | None, eva
                        f"--split {eval_split}"}
     enc.config.scores = scores
     enc.save_pretrained(out, save_backbone=cfg.finetune_backbone)
-    click.echo(f"wrote {out}", err=True)
+    click.echo(f"wrote {printable(out)}", err=True)
 
 
 def _format_rows(rows: list[dict]) -> list[str]:

@@ -13,6 +13,7 @@ from ..defaults import check_k
 from ..errors import CSRAdapterError
 from ..filters import with_absolute_paths
 from ..retrieval import Query
+from ..text import blank
 from .batching import BatchTimeout, Overloaded, Unavailable
 from .config import ServeConfig
 from .engine import EncodeEngine, EncodeJob, EncodeResult, TooLong
@@ -61,7 +62,7 @@ class Service:
         for i, text in enumerate(texts):
             if len(text) > self.config.max_chars:
                 raise ApiError(413, f"inputs[{i}] has {len(text)} characters; at most {self.config.max_chars}")
-            if not text.strip():
+            if blank(text):
                 raise ApiError(400, f"inputs[{i}] is empty", "Empty")
         prefix = {"query": self.encoder.config.query_prefix,
                   "document": self.encoder.config.document_prefix}.get(prompt_name or "", "")
@@ -109,7 +110,7 @@ class Service:
         searcher = self.collections.get(name)
         if searcher is None:
             raise ApiError(404, f"unknown collection {name!r}; served: {sorted(self.collections)}")
-        if not req.query.strip():
+        if blank(req.query):
             raise ApiError(422, "query is empty", "Empty")
         if len(req.query) > self.config.max_chars:
             raise ApiError(413, f"query has {len(req.query)} characters; at most {self.config.max_chars}")

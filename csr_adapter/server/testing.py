@@ -19,7 +19,11 @@ def serve_in_thread(app, host: str = "127.0.0.1", start_timeout: float = 60.0) -
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    from .http import uvicorn_options
+
+    config = getattr(getattr(app.state, "service", None), "config", None)  # the app's ServeConfig, if it has one
+    options = uvicorn_options(config) if config is not None else {}
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout
