@@ -13,6 +13,7 @@ collections with the sparse -> dense (FAISS) fallback policy.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -146,13 +147,29 @@ def to_filter(filters: MetadataFilters | dict[str, Any] | None) -> dict[str, Any
     return check_filter(out or None)
 
 
+INTERNAL = ["source", "file", "content_hash", "chunk", "n_chunks", "served_by"]  # in metadata, never in a prompt
+
+
+def _shown(path: str) -> str:
+    """A stored absolute path as the LLM may see it: relative to the working directory, else its file name."""
+    if not isinstance(path, str) or not os.path.isabs(path.split("#", 1)[0]):
+        return path
+    base, sep, rest = path.partition("#")
+    rel = os.path.relpath(base)
+    return (os.path.basename(base) if rel.startswith("..") else rel) + sep + rest
+
+
 def hit_to_node(hit: SearchHit, text_key: str = "text") -> NodeWithScore:
-    """A ``TextNode`` whose metadata is the payload (minus the text) plus ``served_by``, with the hit's score."""
+    """A ``TextNode`` whose metadata is the payload (minus the text) plus ``served_by``, with the hit's score. What an
+    LLM prompt shows of it is the text, ``file_name`` (the source relative to the working directory, as LlamaIndex's
+    readers name it) and the document's own metadata: absolute paths and csr-adapter's bookkeeping (:data:`INTERNAL`,
+    still in ``metadata`` for filters) stay out of the prompt."""
     payload = dict(hit.payload)
     text = payload.pop(text_key, "")
+    if isinstance(payload.get("source"), str):
+        payload.setdefault("file_name", _shown(payload["source"]))
     node = TextNode(id_=hit.id, text=str(text), metadata={**payload, "served_by": hit.served_by},
-                    excluded_embed_metadata_keys=["content_hash", "n_chunks", "served_by"],
-                    excluded_llm_metadata_keys=["content_hash", "n_chunks", "served_by"])
+                    excluded_embed_metadata_keys=list(INTERNAL), excluded_llm_metadata_keys=list(INTERNAL))
     return NodeWithScore(node=node, score=hit.score)
 
 

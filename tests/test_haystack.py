@@ -119,3 +119,30 @@ def test_readme_snippet_runs(readme_snippets, documents):
     exec(snippet, namespace)
     hits = namespace["hits"]
     assert hits and hits[0].id == "sparse" and hits[0].sparse_embedding is None
+
+
+def test_collection_retriever_in_a_pipeline(small_docs, tmp_path):
+    """`CSRRetriever` over an ingested collection, in a real Pipeline: the one Searcher (fused by default), filters
+    and top_k per run, Documents with score and meta."""
+    from csr_adapter import open_collection
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for doc_id, text in small_docs.items():
+        (folder / f"{doc_id}.txt").write_text(text, encoding="utf-8")
+    enc = encoders._ENCODERS[(None, "cpu")]
+    open_collection("docs", path=tmp_path / "store", encoder=enc, echo=lambda m: None).ingest(folder, progress=False)
+    retriever = hs.CSRRetriever.from_collection("docs", path=str(tmp_path / "store"), device="cpu", top_k=3)
+    try:
+        pipe = Pipeline()
+        pipe.add_component("retrieve", retriever)
+        doc_id, text = list(small_docs.items())[4]
+        docs = pipe.run({"retrieve": {"query": text[:200]}})["retrieve"]["documents"]
+        assert len(docs) == 3 and docs[0].meta["source"].endswith(f"{doc_id}.txt")
+        assert {d.meta["served_by"] for d in docs} == {"fused"} and docs[0].score >= docs[-1].score
+        assert docs[0].content and "text" not in docs[0].meta
+        other = list(small_docs)[7]
+        only = retriever.run(text[:200], top_k=5, filters={"source": str(folder / f"{other}.txt")})["documents"]
+        assert only and {d.meta["source"] for d in only} == {str(folder / f"{other}.txt")}
+    finally:
+        retriever.close()

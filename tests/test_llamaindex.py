@@ -142,7 +142,12 @@ def test_retriever_over_a_collection_uses_its_model_and_fallback(encoder, docs, 
         nodes = retriever.retrieve(text[:300])
         assert len(nodes) == 3 and nodes[0].node.metadata["source"].endswith(f"{doc_id}.txt")
         assert nodes[0].node.get_content() and nodes[0].score == max(n.score for n in nodes)
-        assert {n.node.metadata["served_by"] for n in nodes} <= {"sparse", "dense"}
+        assert {n.node.metadata["served_by"] for n in nodes} <= {"sparse", "dense", "fused"}  # fused: the default
+        from llama_index.core.schema import MetadataMode
+
+        prompt = nodes[0].node.get_content(metadata_mode=MetadataMode.LLM)  # what an LLM is shown (issue 28)
+        source = nodes[0].node.metadata["source"]
+        assert source not in prompt and f"file_name: {doc_id}.txt" in prompt and "content_hash" not in prompt
         # asking for every chunk: the sparse codes match few of them, the FAISS fallback fills the rest
         retriever.similarity_top_k = report.points
         nodes = retriever.retrieve("qwerty zxcvb")
@@ -182,7 +187,7 @@ def test_readme_snippets_run(readme_snippets, docs, collection, monkeypatch):
     exec(collection_snippet, namespace)
     try:
         nodes = namespace["nodes"]
-        assert len(nodes) == 5 and nodes[0].node.metadata["served_by"] in ("sparse", "dense")
+        assert len(nodes) == 5 and nodes[0].node.metadata["served_by"] in ("sparse", "dense", "fused")
     finally:
         namespace["retriever"].close()
 

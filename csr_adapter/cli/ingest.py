@@ -215,8 +215,9 @@ def read_queries(file: str) -> list[tuple[str, str]]:
                    "alone (with the FAISS fallback); lexical: BM25 alone; dense: the dense vector; hybrid: codes + "
                    "dense (a --hybrid ingest).")
 @click.option("--hybrid", is_flag=True, help="Same as --mode hybrid.")
-@click.option("--rrf-k", type=Int(min=1), default=DEFAULT_RRF_K, show_default=True,
-              help="RRF constant of fused and hybrid modes: score = sum of 1/(rrf_k + rank), rank from 0.")
+@click.option("--rrf-k", type=Int(min=1), default=None,
+              help=f"RRF constant: score = sum of 1/(rrf_k + rank), rank from 0 (default: fused 10, hybrid "
+                   f"{DEFAULT_RRF_K}).")
 @click.option("--per-document/--per-chunk", "per_document", default=None,
               help="One hit per document (its best chunk), or every chunk. Default: per document with --queries, "
                    "per chunk otherwise.")
@@ -229,7 +230,7 @@ def read_queries(file: str) -> list[tuple[str, str]]:
 @json_option
 def search(query: str | None, queries_file: str | None, backend: str, collection: str, store: str | None,
            url: str | None, api_key: str | None, model: str | None, top_k: int, k: int | None,
-           filters: tuple[str, ...], mode: str | None, hybrid: bool, rrf_k: int, per_document: bool | None,
+           filters: tuple[str, ...], mode: str | None, hybrid: bool, rrf_k: int | None, per_document: bool | None,
            no_fallback: bool, budget: str, device: str, runtime: str, threads: int, as_json: bool) -> None:
     """Search a collection for QUERY (or every query in --queries FILE); prints rank, score, source, snippet.
 

@@ -8,10 +8,11 @@ For one query (``top_k`` wanted) a :class:`Searcher`:
 3. asks the engine by capability, by mode:
 
    - ``fused`` (the default where the collection has a lexical vector): codes and BM25 fused with Reciprocal
-     Rank Fusion, ``1 / (rrf_k + rank)`` with ranks from 0, over the best ``fuse_depth`` of each (the code list
-     re-scored where the model re-scores, ``rescore_depth``). The engine returns both lists (ids and scores only)
-     and they are fused here, so Qdrant Edge, a Qdrant server and every build rank alike: engine-side RRF
-     (``fused_search``, which backends also offer) breaks score ties its own way;
+     Rank Fusion, ``1 / (rrf_k + rank)`` with ranks from 0 (``rrf_k`` 10), over the best ``fuse_depth`` (100) of
+     each; the code list is the best ``2 x fuse_depth`` code matches re-scored by the query's backbone vector against
+     each decoded stored code (as ``rescore_depth`` does), which lifted the fusion on the development sets. The
+     engine returns both lists (ids and scores only) and they are fused here, so Qdrant Edge, a Qdrant server and
+     every build rank alike: engine-side RRF (``fused_search``, which backends also offer) breaks ties its own way;
    - ``codes``: the CSR codes alone, with the fallback policy below;
    - ``lexical``: BM25 alone; ``dense``: the dense vector (a hybrid collection's or the FAISS fallback's);
    - ``hybrid``: codes and the dense vector fused with RRF in the engine (a ``--hybrid`` collection);
@@ -53,6 +54,8 @@ from ..sparse import SparseEmbedding
 REASONS = ("sparse", "few_hits", "empty_code", "sparse_error", "no_sparse", "fused", "lexical", "dense", "hybrid")
 MODES = ("fused", "codes", "lexical", "dense", "hybrid")
 FUSE_DEPTH = 100  # candidates each side brings to a fusion (chosen on dev splits: benchmarks/results/hybrid_dev.md)
+FUSE_RRF_K = 10  # fused mode's RRF constant (dev splits: 10 > 20 > 30 > 60 in mean nDCG@10)
+FUSE_RESCORE = 2  # fused mode re-scores FUSE_RESCORE x FUSE_DEPTH code candidates by the decoded codes
 GROUP_FACTOR = 4  # per_document: chunks fetched per wanted document before grouping
 TIE_MARGIN = 16  # fusion: candidates fetched past the depth, so ties at the cut are broken alike on every engine
 
@@ -125,7 +128,7 @@ class Searcher:
     def __init__(
         self, encoder, sparse: Backend | None = None, dense: Backend | None = None, *, k: int | None = None,
         rerank: bool = False, rerank_depth: int = 50, min_hits: int | None = None, merge: str = "dense",
-        mode: str | None = None, rrf_k: int = DEFAULT_RRF_K, fuse_depth: int = FUSE_DEPTH,
+        mode: str | None = None, rrf_k: int | None = None, fuse_depth: int = FUSE_DEPTH,
         per_document: bool = False, budget: str = "fixed",
     ) -> None:
         if merge not in ("dense", "sparse_first"):
@@ -142,7 +145,7 @@ class Searcher:
         self.rerank_depth = check_top_k(rerank_depth)
         self.min_hits = min_hits
         self.merge = merge if "score_ids" in capabilities_of(dense) else "sparse_first"
-        self.rrf_k = check_top_k(rrf_k)
+        self.rrf_k = None if rrf_k is None else check_top_k(rrf_k)  # None: FUSE_RRF_K fused, DEFAULT_RRF_K hybrid
         self.fuse_depth = check_top_k(fuse_depth)
         self.per_document = bool(per_document)
         self.budget = budget
@@ -258,7 +261,7 @@ class Searcher:
             if q.code is None or q.vector is None:
                 raise FallbackConfigError("hybrid search needs the query's code and backbone vector")
             answer = Answer(self.sparse.hybrid_search(q.code, q.vector, top_k=want, filter=filter,
-                                                      rrf_k=self.rrf_k), "hybrid")
+                                                      rrf_k=self.rrf_k or DEFAULT_RRF_K), "hybrid")
         else:
             answer = Answer(self._dense(q.dense_query, want, filter), "no_sparse" if self.sparse is None else "dense")
         if self.per_document:
@@ -275,11 +278,12 @@ class Searcher:
         try:
             lists = []
             if code is not None and len(code):
-                lists.append(self._codes(q, depth + TIE_MARGIN, filter, fill=False, payloads=False).hits)
+                lists.append(self._codes(q, depth + TIE_MARGIN, filter, fill=False, payloads=False,
+                                         rescore=FUSE_RESCORE * depth).hits)
             if lexical is not None and len(lexical):
                 lists.append(self.sparse.lexical_search_batch([lexical], depth + TIE_MARGIN, filter,
                                                               with_payload=False)[0])
-            hits = rrf([tie_order(hits)[:depth] for hits in lists], self.rrf_k)[:top_k]
+            hits = rrf([tie_order(hits)[:depth] for hits in lists], self.rrf_k or FUSE_RRF_K)[:top_k]
             self._read_payloads(hits)
         except Exception as exc:
             if self.dense is None or isinstance(exc, (TypeError, ValueError)):
@@ -302,14 +306,17 @@ class Searcher:
                 h.payload = payloads.get(h.id, h.payload)
 
     def _codes(self, q: Query, top_k: int, filter: dict[str, Any] | None, fill: bool = True,
-               payloads: bool = True) -> Answer:
-        """The codes policy; ``fill=False``: no dense fill and errors raise; ``payloads=False``: hits without them."""
+               payloads: bool = True, rescore: int | None = None) -> Answer:
+        """The codes policy; ``fill=False``: no dense fill and errors raise; ``payloads=False``: hits without them;
+        ``rescore``: re-score this many code matches whatever the model's ``rescore_depth`` (fused mode)."""
         code, dense, backbone = q.code, q.dense_query, q.vector
         if self.sparse is None or code is None:
             return Answer(self._dense(dense, top_k, filter), "no_sparse")
         if len(code) == 0 and self.dense is not None and fill:
             return Answer(self._dense(dense, top_k, filter), "empty_code")
         depth = self._code_rescore_depth(backbone)
+        if rescore is not None and (depth or self._can_rescore(backbone)):
+            depth = max(depth, rescore)
         codes_with_hits = bool(depth) and {"hit_vectors", "retrieve"} <= capabilities_of(self.sparse)
         try:
             if codes_with_hits:
@@ -362,13 +369,14 @@ class Searcher:
             h.served_by = "dense"
         return hits
 
+    def _can_rescore(self, dense: np.ndarray | None) -> bool:
+        """Code matches can be re-scored: an encoder, a query vector, stored codes readable, no dense rerank."""
+        return not (self.rerank or dense is None or getattr(self.encoder, "config", None) is None
+                    or not {"retrieve", "hit_vectors"} & capabilities_of(self.sparse))
+
     def _code_rescore_depth(self, dense: np.ndarray | None) -> int:
         """The model's ``rescore_depth`` (0 without an encoder, a query vector, or with the dense rerank)."""
-        config = getattr(self.encoder, "config", None)
-        if self.rerank or dense is None or config is None or not {"retrieve", "hit_vectors"} & capabilities_of(
-                self.sparse):
-            return 0
-        return int(getattr(config, "rescore_depth", 0) or 0)
+        return int(getattr(self.encoder.config, "rescore_depth", 0) or 0) if self._can_rescore(dense) else 0
 
     def _rescore_codes(self, hits: list[SearchHit], dense: np.ndarray, top_k: int,
                        read_payloads: bool = False) -> list[SearchHit]:
