@@ -36,3 +36,41 @@ def collection_encoder(collection: str = "csr", *, path: str | None = None, url:
     if meta is None:
         raise CollectionNotFoundError(f"collection {collection!r} does not exist (ingest into it first)")
     return col.encoder, meta.k
+
+
+class RecentVectors:
+    """The backbone vectors of the texts embedded last, per backbone and prefix (an LRU of ``size`` texts).
+
+    A HYBRID vector store (langchain-qdrant, LlamaIndex) asks the dense and the sparse embedding for the same texts
+    one after the other; whichever asks second gets the vectors without running the backbone again."""
+
+    def __init__(self, size: int = 4096) -> None:
+        from collections import OrderedDict
+
+        self.size, self._rows, self._lock = size, OrderedDict(), threading.Lock()
+        self.passes = 0  # texts the backbone actually ran on (for tests and benchmarks)
+
+    def encode(self, encoder, texts: list[str], prefix: str = "", batch_size: int = 32):
+        import numpy as np
+
+        key = (id(encoder.backbone), prefix)
+        with self._lock:
+            found = {i: self._rows[(key, t)] for i, t in enumerate(texts) if (key, t) in self._rows}
+            for i in found:
+                self._rows.move_to_end((key, texts[i]))
+        todo = sorted({t for i, t in enumerate(texts) if i not in found})
+        fresh = dict(zip(todo, encoder.encode_dense(todo, batch_size=batch_size, prefix=prefix))) if todo else {}
+        with self._lock:
+            self.passes += len(todo)
+            for text, row in fresh.items():
+                self._rows[(key, text)] = row
+                self._rows.move_to_end((key, text))
+            while len(self._rows) > self.size:
+                self._rows.popitem(last=False)
+        out = np.zeros((len(texts), encoder.d), dtype=np.float32)
+        for i, text in enumerate(texts):
+            out[i] = found[i] if i in found else fresh[text]
+        return out
+
+
+RECENT = RecentVectors()

@@ -33,7 +33,7 @@ from ..filters import check_filter  # noqa: E402
 from ..retrieval import Searcher  # noqa: E402
 from ..sparse import SparseEmbedding  # noqa: E402
 from .base import Backend, Point, SearchHit  # noqa: E402
-from .encoders import _ENCODERS, collection_encoder, load_encoder  # noqa: E402, F401
+from .encoders import _ENCODERS, RECENT, collection_encoder, load_encoder  # noqa: E402, F401
 from .fallback import WithFallback  # noqa: E402
 
 
@@ -58,7 +58,7 @@ class CSREmbeddings(Embeddings):
     def _embed(self, texts: list[str], prefix: str) -> list[list[float]]:
         if not texts:
             return []
-        dense = self.encoder.encode_dense(texts, batch_size=self.batch_size, prefix=prefix)
+        dense = RECENT.encode(self.encoder, texts, prefix, self.batch_size)  # shared with CSRSparseEmbeddings
         if self.output == "decoded":
             dense = self.encoder.decode(self.encoder.sparsify(dense, k=self.k))
         return _normalize(dense).astype(float).tolist()
@@ -103,11 +103,12 @@ class CSRSparseEmbeddings(_sparse_base()):
         return cls(encoder=encoder, **kwargs)
 
     def embed_documents(self, texts: list[str]) -> list:
-        codes = self.encoder.encode_documents(list(texts), k=self.k, batch_size=self.batch_size)
-        return [_sparse_vector(row) for row in codes]
+        dense = RECENT.encode(self.encoder, list(texts), self.encoder.config.document_prefix, self.batch_size)
+        return [_sparse_vector(row) for row in self.encoder.sparsify(dense, k=self.k)]
 
     def embed_query(self, text: str):
-        return _sparse_vector(self.encoder.encode_queries([text], k=self.k)[0])
+        dense = RECENT.encode(self.encoder, [text], self.encoder.config.query_prefix, self.batch_size)
+        return _sparse_vector(self.encoder.sparsify(dense, k=self.k, role="query")[0])
 
     def from_dense(self, dense: np.ndarray) -> list[SparseEmbedding]:
         """Codes for backbone vectors already computed (saves a second backbone pass)."""

@@ -31,7 +31,7 @@ from ..filters import FilterError, check_filter  # noqa: E402
 from ..retrieval import Searcher  # noqa: E402
 from ..sparse import SparseEmbeddings  # noqa: E402
 from .base import SearchHit  # noqa: E402
-from .encoders import collection_encoder, load_encoder  # noqa: E402
+from .encoders import RECENT, collection_encoder, load_encoder  # noqa: E402
 
 BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]
 
@@ -69,11 +69,15 @@ class CSRSparseFunctions:
 
     def doc_fn(self, texts: list[str]) -> BatchSparseEncoding:
         """Document codes (the model's document prefix), one per text."""
-        return to_lists(self.encoder.encode_document(_texts(texts), k=self.k, batch_size=self.batch_size))
+        enc = self.encoder
+        dense = RECENT.encode(enc, _texts(texts), enc.config.document_prefix, self.batch_size)  # shared with dense
+        return to_lists(enc.sparsify(dense, k=self.k))
 
     def query_fn(self, texts: list[str]) -> BatchSparseEncoding:
         """Query codes (the model's query prefix and query coding), one per text."""
-        return to_lists(self.encoder.encode_query(_texts(texts), k=self.k, batch_size=self.batch_size))
+        enc = self.encoder
+        dense = RECENT.encode(enc, _texts(texts), enc.config.query_prefix, self.batch_size)
+        return to_lists(enc.sparsify(dense, k=self.k, role="query"))
 
 
 def sparse_doc_fn(model: str | None = None, **kwargs: Any):
@@ -108,7 +112,7 @@ class CSREmbedding(BaseEmbedding):
             return []
         import numpy as np
 
-        dense = self._encoder.encode_dense(texts, batch_size=self.embed_batch_size, prefix=prefix)
+        dense = RECENT.encode(self._encoder, list(texts), prefix, self.embed_batch_size)  # shared with the sparse fns
         norms = np.linalg.norm(dense, axis=1, keepdims=True)
         return (dense / np.where(norms > 0, norms, 1.0)).astype(float).tolist()
 

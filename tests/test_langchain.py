@@ -237,3 +237,21 @@ def test_readme_swap_in_snippet_runs(readme_snippets, small_docs):
     namespace = {"texts": texts}
     exec(snippet, namespace)
     assert namespace["store"].similarity_search(texts[3][:200], k=3)[0].page_content == texts[3]
+
+
+def test_hybrid_store_runs_the_backbone_once_per_text(encoder, small_docs):
+    """langchain-qdrant HYBRID asks the dense and the sparse embedding for the same texts: the backbone runs once
+    per text, not twice (issue 28 item 6), and the codes equal the encoder's own."""
+    from langchain_qdrant import QdrantVectorStore, RetrievalMode
+
+    from csr_adapter.integrations.encoders import RECENT
+
+    texts = [f"{t[:300]} (hybrid {i})" for i, t in enumerate(small_docs.values())][:20]  # new to the memo
+    sparse, dense = lc.CSRSparseEmbeddings(encoder=encoder, k=8), lc.CSREmbeddings(encoder=encoder)
+    before = RECENT.passes
+    QdrantVectorStore.from_texts(texts, embedding=dense, location=":memory:", collection_name="once",
+                                 sparse_embedding=sparse, retrieval_mode=RetrievalMode.HYBRID)
+    assert RECENT.passes - before == len(texts)
+    got = sparse.embed_documents(texts[:3])
+    want = encoder.encode_document(texts[:3], k=8)
+    assert [g.indices for g in got] == [w.indices.tolist() for w in want]
