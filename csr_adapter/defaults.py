@@ -6,6 +6,10 @@ from __future__ import annotations
 DEFAULT_K = 8  # active latents per code when neither the caller nor the model says otherwise
 EVAL_KS = (2, 4, 8, 16, 32)  # the k values `csr-adapter eval` and the benchmarks score by default
 DEFAULT_RRF_K = 60  # the RRF paper's constant; qdrant-client's own default (2) lets one list's outlier win
+# fused search (codes + BM25), chosen on the development sets (benchmarks/results/fusion_dev.md):
+FUSE_DEPTH = 100  # candidates each list brings to the fusion
+FUSE_RRF_K = 10  # its RRF constant (10 > 20 > 30 > 60 in mean nDCG@10)
+FUSE_RESCORE = 2  # the code list: FUSE_RESCORE x FUSE_DEPTH matches re-scored by the decoded codes
 
 
 def check_k(k: int, h: int) -> int:

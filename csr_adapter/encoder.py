@@ -287,12 +287,13 @@ class CSREncoder:
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         return self._directions(matrix) @ (q / max(float(np.linalg.norm(q)), 1e-12))
 
-    def score_matrix(self, queries: np.ndarray, qcodes: SparseEmbeddings, dcodes: SparseEmbeddings) -> np.ndarray:
+    def score_matrix(self, queries: np.ndarray, qcodes: SparseEmbeddings, dcodes: SparseEmbeddings,
+                     depth: int | None = None) -> np.ndarray:
         """``(n_queries, n_docs)`` scores as search ranks them: code dot products, and with
-        ``config.rescore_depth`` the best ``rescore_depth`` positive matches of each query re-scored by
+        ``config.rescore_depth`` (or ``depth``) the best that many positive matches of each query re-scored by
         :meth:`rescore`, placed above the rest (``2 + cosine``). ``queries`` are the backbone vectors."""
         scores = np.asarray(qcodes.dot(dcodes), dtype=np.float32)
-        depth = min(self.config.rescore_depth, scores.shape[1])
+        depth = min(self.config.rescore_depth if depth is None else depth, scores.shape[1])
         if not depth:
             return scores
         q = np.asarray(queries, dtype=np.float32)

@@ -98,5 +98,13 @@ def test_eval_cli_json(tmp_path, mini, slice_runs) -> None:
     for k in (2, 8):
         assert 0 <= rows[k]["ndcg@10"] <= 1 and rows[k]["mean_active"] <= k
         assert {"recall@100", "dead_pct", "posting_sum_p2", "longest_list"} <= set(rows[k])
+    lexical = {r["k"]: r for r in out["lexical_rows"]}  # BM25, and each k fused with it as search fuses
+    assert set(lexical) == {"bm25", "2+bm25", "8+bm25"}
+    assert lexical["8+bm25"]["ndcg@10"] >= min(rows[8]["ndcg@10"], lexical["bm25"]["ndcg@10"])
+    from csr_adapter.training.evaluate import bm25_scores
+
+    data = load_beir(folder, "test")
+    scores = bm25_scores(data)  # the lexical vector's BM25: the engine's IDF over these documents
+    assert scores.shape == (len(data.queries), len(data.corpus)) and (scores >= 0).all() and scores.max() > 0
     bad = CliRunner().invoke(cli, ["eval", "--data", str(folder), "--k", "2,x"])
     assert bad.exit_code != 0 and "comma-separated" in bad.output

@@ -155,13 +155,14 @@ def bm25_scores(data: BeirData) -> np.ndarray:
     return np.asarray((queries @ sp.diags(idf) @ docs.T).todense(), dtype=np.float32)
 
 
-def fuse_runs(runs: Sequence[Run], rrf_k: int = 60) -> Run:
-    """Reciprocal Rank Fusion of runs as search fuses its lists: ``sum 1 / (rrf_k + rank)``, ranks from 0."""
+def fuse_runs(runs: Sequence[Run], rrf_k: int = 60, depth: int | None = None) -> Run:
+    """Reciprocal Rank Fusion of runs as search fuses its lists: ``sum 1 / (rrf_k + rank)``, ranks from 0, each run
+    cut to its best ``depth``."""
     fused: Run = {}
     for qid in runs[0]:
         scores: dict[str, float] = {}
         for run in runs:
-            for r, doc in enumerate(_ordered(run.get(qid, {}))):
+            for r, doc in enumerate(_ordered(run.get(qid, {}))[:depth]):
                 scores[doc] = scores.get(doc, 0.0) + 1.0 / (rrf_k + r)
         fused[qid] = scores
     return fused
@@ -170,8 +171,8 @@ def fuse_runs(runs: Sequence[Run], rrf_k: int = 60) -> Run:
 def evaluate_lexical(encoder, docs: np.ndarray, queries: np.ndarray, data: BeirData,
                      ks: Sequence[int] = EVAL_KS) -> list[dict]:
     """The BM25 row (``k="bm25"``) and, per k, the codes fused with it (``k="8+bm25"``), as search's fused mode
-    ranks them (the best 100 of each, RRF)."""
-    from ..defaults import DEFAULT_RRF_K
+    ranks them (the best ``FUSE_DEPTH`` of each, the codes' deeper candidates re-scored, RRF with ``FUSE_RRF_K``)."""
+    from ..defaults import FUSE_DEPTH, FUSE_RESCORE, FUSE_RRF_K
 
     qids, dids = list(data.queries), list(data.corpus)
     lexical = rank(bm25_scores(data), qids, dids, positive_only=True)
@@ -179,8 +180,10 @@ def evaluate_lexical(encoder, docs: np.ndarray, queries: np.ndarray, data: BeirD
     for k in ks:
         dcodes = encoder.sparsify(docs, k=k, role="document")
         qcodes = encoder.sparsify(queries, k=k, role="query")
-        codes = rank(encoder.score_matrix(queries, qcodes, dcodes), qids, dids, positive_only=True)
-        rows.append({"k": f"{k}+bm25", **retrieval_metrics(fuse_runs([codes, lexical], DEFAULT_RRF_K), data.qrels)})
+        depth = max(encoder.config.rescore_depth, FUSE_RESCORE * FUSE_DEPTH)
+        codes = rank(encoder.score_matrix(queries, qcodes, dcodes, depth), qids, dids, positive_only=True)
+        fused = fuse_runs([codes, lexical], FUSE_RRF_K, FUSE_DEPTH)
+        rows.append({"k": f"{k}+bm25", **retrieval_metrics(fused, data.qrels)})
     return rows
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..defaults import DEFAULT_RRF_K
+from ..defaults import DEFAULT_RRF_K, FUSE_DEPTH, FUSE_RESCORE, FUSE_RRF_K
 from ..filters import check_filter, resolve_filter
 from ..integrations.base import (
     Backend,
@@ -53,9 +53,6 @@ from ..sparse import SparseEmbedding
 
 REASONS = ("sparse", "few_hits", "empty_code", "sparse_error", "no_sparse", "fused", "lexical", "dense", "hybrid")
 MODES = ("fused", "codes", "lexical", "dense", "hybrid")
-FUSE_DEPTH = 100  # candidates each side brings to a fusion (chosen on dev splits: benchmarks/results/hybrid_dev.md)
-FUSE_RRF_K = 10  # fused mode's RRF constant (dev splits: 10 > 20 > 30 > 60 in mean nDCG@10)
-FUSE_RESCORE = 2  # fused mode re-scores FUSE_RESCORE x FUSE_DEPTH code candidates by the decoded codes
 GROUP_FACTOR = 4  # per_document: chunks fetched per wanted document before grouping
 TIE_MARGIN = 16  # fusion: candidates fetched past the depth, so ties at the cut are broken alike on every engine
 
