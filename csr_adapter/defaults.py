@@ -7,9 +7,10 @@ DEFAULT_K = 8  # active latents per code when neither the caller nor the model s
 EVAL_KS = (2, 4, 8, 16, 32)  # the k values `csr-adapter eval` and the benchmarks score by default
 DEFAULT_RRF_K = 60  # the RRF paper's constant; qdrant-client's own default (2) lets one list's outlier win
 # fused search (codes + BM25), chosen on the development sets (benchmarks/results/fusion_dev.md):
-FUSE_DEPTH = 100  # candidates each list brings to the fusion
+FUSE_DEPTH = 30  # candidates each list brings to the fusion (30 scored as 100 there, at a third of the work)
 FUSE_RRF_K = 10  # its RRF constant (10 > 20 > 30 > 60 in mean nDCG@10)
-FUSE_RESCORE = 2  # the code list: FUSE_RESCORE x FUSE_DEPTH matches re-scored by the decoded codes
+FUSE_RESCORE = 0  # code matches re-scored by the decoded codes beyond the model's own rescore_depth, x FUSE_DEPTH
+#                   (2 gained 0.007 mean nDCG@10 there but made fused search 4x slower: off)
 
 
 def check_k(k: int, h: int) -> int:

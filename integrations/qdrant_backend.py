@@ -128,7 +128,7 @@ def to_hits(points: Any, served_by: str, positive: bool, layout: Layout = LAYOUT
             h: int | None = None) -> list[SearchHit]:
     """Scored Qdrant points as :class:`SearchHit` s; ``positive`` drops scores <= 0 (as a server does); with ``h``
     each hit carries its stored sparse code (points fetched with their vectors)."""
-    return [SearchHit(str(p.id), float(p.score), layout.load(dict(p.payload or {})), served_by,
+    return [SearchHit(str(p.id), float(p.score), layout.load(dict(p.payload)) if p.payload else {}, served_by,
                       stored_code(p, h, layout.sparse) if h is not None else None)
             for p in points if p.score > 0 or not positive]
 

@@ -8,11 +8,10 @@ For one query (``top_k`` wanted) a :class:`Searcher`:
 3. asks the engine by capability, by mode:
 
    - ``fused`` (the default where the collection has a lexical vector): codes and BM25 fused with Reciprocal
-     Rank Fusion, ``1 / (rrf_k + rank)`` with ranks from 0 (``rrf_k`` 10), over the best ``fuse_depth`` (100) of
-     each; the code list is the best ``2 x fuse_depth`` code matches re-scored by the query's backbone vector against
-     each decoded stored code (as ``rescore_depth`` does), which lifted the fusion on the development sets. The
-     engine returns both lists (ids and scores only) and they are fused here, so Qdrant Edge, a Qdrant server and
-     every build rank alike: engine-side RRF (``fused_search``, which backends also offer) breaks ties its own way;
+     Rank Fusion, ``1 / (rrf_k + rank)`` with ranks from 0 (``rrf_k`` 10), over the best ``fuse_depth`` (30) of
+     each (the code list re-scored where the model re-scores, ``rescore_depth``). The engine returns both lists
+     (ids and scores only) and they are fused here, so Qdrant Edge, a Qdrant server and every build rank alike:
+     engine-side RRF (``fused_search``, which backends also offer) breaks ties its own way;
    - ``codes``: the CSR codes alone, with the fallback policy below;
    - ``lexical``: BM25 alone; ``dense``: the dense vector (a hybrid collection's or the FAISS fallback's);
    - ``hybrid``: codes and the dense vector fused with RRF in the engine (a ``--hybrid`` collection);
@@ -54,7 +53,7 @@ from ..sparse import SparseEmbedding
 REASONS = ("sparse", "few_hits", "empty_code", "sparse_error", "no_sparse", "fused", "lexical", "dense", "hybrid")
 MODES = ("fused", "codes", "lexical", "dense", "hybrid")
 GROUP_FACTOR = 4  # per_document: chunks fetched per wanted document before grouping
-TIE_MARGIN = 16  # fusion: candidates fetched past the depth, so ties at the cut are broken alike on every engine
+TIE_MARGIN = 8  # fusion: candidates fetched past the depth, so ties at the cut are broken alike on every engine
 
 
 @dataclass
@@ -96,9 +95,9 @@ def rrf(lists: Sequence[Sequence[SearchHit]], rrf_k: int = DEFAULT_RRF_K, label:
 
 
 def tie_order(hits: Sequence[SearchHit]) -> list[SearchHit]:
-    """Hits best first, equal scores (to 6 significant digits: engines differ in the last float bits) in id order:
-    engines order ties their own way, and short texts often tie on BM25."""
-    return sorted(hits, key=lambda h: (-float(f"{h.score:.6g}"), h.id))
+    """Hits best first, equal scores (to 5 decimals: engines differ in the last float bits) in id order: engines
+    order ties their own way, and short texts often tie on BM25."""
+    return sorted(hits, key=lambda h: (-round(h.score, 5), h.id))
 
 
 def group_by_document(hits: Sequence[SearchHit], top_k: int) -> list[SearchHit]:
@@ -276,7 +275,7 @@ class Searcher:
             lists = []
             if code is not None and len(code):
                 lists.append(self._codes(q, depth + TIE_MARGIN, filter, fill=False, payloads=False,
-                                         rescore=FUSE_RESCORE * depth).hits)
+                                         rescore=FUSE_RESCORE * depth or None).hits)
             if lexical is not None and len(lexical):
                 lists.append(self.sparse.lexical_search_batch([lexical], depth + TIE_MARGIN, filter,
                                                               with_payload=False)[0])
