@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import CSRAdapterError
-from .text import blank
+from .text import blank, json_loads
 
 TEXT_TYPES = {".txt", ".text", ".md", ".markdown", ".rst"}
 HTML_TYPES = {".html", ".htm"}
@@ -334,7 +334,7 @@ def _parse(text: str, kind: str, file: str, opts: ReaderOptions) -> list:
         return _jsonl(enumerate(text.splitlines(), 1), file, opts)
     if kind == ".json":
         try:
-            data = json.loads(text)
+            data = json_loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
         items = data if isinstance(data, list) else [data]
@@ -358,7 +358,7 @@ def _jsonl(lines: Iterable[tuple[int, str]], file: str, opts: ReaderOptions) -> 
     for n, line in lines:
         if line.strip():
             try:
-                rows.append((f"line {n}", json.loads(line)))
+                rows.append((f"line {n}", json_loads(line)))
             except json.JSONDecodeError as exc:
                 raise ValueError(f"line {n}: not JSON ({exc.msg})") from None
     return _records(rows, file, opts)
@@ -452,7 +452,7 @@ def _stdin_lines(data: bytes, opts: ReaderOptions, skipped: list[Skip]) -> Itera
         except UnicodeDecodeError as exc:
             keep = STDIN
             try:
-                record = json.loads(raw.decode("utf-8", "replace"))
+                record = json_loads(raw.decode("utf-8", "replace"))
                 if isinstance(record, dict):
                     keep = f"{STDIN}#{_doc_id(record, f'line {n}', opts)}"
             except json.JSONDecodeError:

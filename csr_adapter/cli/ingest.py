@@ -170,30 +170,57 @@ def parse_filters(items: tuple[str, ...]) -> dict[str, list]:
         raise click.BadParameter(str(exc), param_hint="--filter") from None
 
 
+MAX_QUERIES_BYTES = 256 * 2**20  # a --queries file larger than this is refused, not read whole
+
+
 def read_queries(file: str) -> list[tuple[str, str]]:
-    """``(id, text)`` per query from text lines or JSONL ``{"id", "text"}`` (``-`` = stdin)."""
-    stream = click.open_file(file, "r", encoding="utf-8", errors="strict")
-    out: list[tuple[str, str]] = []
+    """``(id, text)`` per query from text lines or JSONL ``{"id", "text"}`` (``-`` = stdin), read up to
+    :data:`MAX_QUERIES_BYTES`; a missing file, a folder or a special file, a bad line: one ``--queries`` error."""
+    import stat
+
+    from ..text import check_utf8, json_loads
+
+    def bad(message: str) -> click.BadParameter:
+        return click.BadParameter(message, param_hint="--queries")
+
+    if file == "-":
+        data = click.get_binary_stream("stdin").read(MAX_QUERIES_BYTES + 1)
+    else:
+        try:
+            mode = os.stat(file).st_mode
+            if not stat.S_ISREG(mode):
+                raise bad(f"{printable(file)}: {'a folder' if stat.S_ISDIR(mode) else 'not a regular file'}; "
+                          "give a file of queries")
+            with open(file, "rb") as f:
+                data = f.read(MAX_QUERIES_BYTES + 1)
+        except OSError as exc:
+            raise bad(f"{printable(file)}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > MAX_QUERIES_BYTES:
+        raise bad(f"{printable(file)}: over {MAX_QUERIES_BYTES // 2**20} MB of queries; split it")
     try:
-        for n, line in enumerate(stream, 1):
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith("{"):
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise click.BadParameter(f"line {n}: not JSON ({exc.msg})", param_hint="--queries") from None
-                text = row.get("text", row.get("query")) if isinstance(row, dict) else None
-                if not isinstance(text, str):
-                    raise click.BadParameter(f"line {n}: a JSONL query needs a string 'text'", param_hint="--queries")
-                out.append((str(row.get("id", row.get("_id", n))), text))
-            else:
-                out.append((str(n), line))
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise click.BadParameter(f"not UTF-8 text ({exc.reason})", param_hint="--queries") from None
-    finally:
-        stream.close()
+        raise bad(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    out: list[tuple[str, str]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                row = json_loads(line)
+            except json.JSONDecodeError as exc:
+                raise bad(f"line {n}: not JSON ({exc.msg})") from None
+            query = row.get("text", row.get("query")) if isinstance(row, dict) else None
+            if not isinstance(query, str):
+                raise bad(f"line {n}: a JSONL query needs a string 'text'")
+            try:
+                out.append((check_utf8(str(row.get("id", row.get("_id", n))), f"line {n} id"),
+                            check_utf8(query, f"line {n}")))
+            except ValueError as exc:
+                raise bad(str(exc)) from None
+        else:
+            out.append((str(n), line))
     return out
 
 

@@ -1,0 +1,46 @@
+"""Inputs other than the corpus get the corpus's rules (issue 29): a --queries file that is missing, a folder, a
+lone surrogate or JSON nested 100,000 deep is a one-line error before any model loads; deep JSON in a corpus file
+skips that file only."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from csr_adapter.cli import cli
+from csr_adapter.corpus import read_corpus
+
+
+def _search(queries: str):
+    return CliRunner().invoke(cli, ["search", "--queries", queries, "--path", "/nonexistent-store"])
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: Invalid value for --queries") and all(n in lines[-1] for n in needles), lines
+
+
+def test_queries_file_missing_or_a_folder(tmp_path):
+    _one_line_error(_search(str(tmp_path / "missing.txt")), "cannot read")
+    _one_line_error(_search(str(tmp_path)), "a folder")
+
+
+def test_queries_file_lone_surrogate_and_deep_json(tmp_path):
+    bad = tmp_path / "q.jsonl"
+    bad.write_text('{"id": "1", "text": "ok"}\n{"id": "2", "text": "\\ud800 abc"}\n', encoding="utf-8")
+    _one_line_error(_search(str(bad)), "line 2", "lone surrogate")
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"text": ' + "[" * 100_000 + "}\n", encoding="utf-8")
+    _one_line_error(_search(str(deep)), "line 1", "nested too deeply")
+
+
+def test_deep_json_in_a_corpus_skips_that_file_only(tmp_path):
+    (tmp_path / "deep.json").write_text("[" * 100_000, encoding="utf-8")
+    (tmp_path / "deep.jsonl").write_text(json.dumps({"text": "fine"}) + "\n" + "[" * 100_000 + "\n", encoding="utf-8")
+    (tmp_path / "ok.txt").write_text("a real document", encoding="utf-8")
+    corpus = read_corpus(tmp_path)
+    assert [d.text for d in corpus.documents] == ["a real document"]
+    reasons = {s.path.rsplit("/", 1)[-1]: s.reason for s in corpus.skipped}
+    assert "nested too deeply" in reasons["deep.json"] and "line 2" in reasons["deep.jsonl"]
