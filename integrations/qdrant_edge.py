@@ -40,6 +40,21 @@ def _edge():
     return require("qdrant_edge", "qdrant")
 
 
+def _env_min_free() -> float:
+    """``CSR_ADAPTER_MIN_FREE_MB`` (default 128): a finite number >= 0, else a one-line error naming the variable."""
+    import math
+
+    raw = os.environ.get("CSR_ADAPTER_MIN_FREE_MB", "128")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise BackendError(f"CSR_ADAPTER_MIN_FREE_MB={raw[:40]!r}: give the megabytes to keep free on the disk, a "
+                           "number >= 0 (default 128)")
+    return value
+
+
 def _writable(directory: Path) -> Path | None:
     """The nearest existing ancestor of ``directory`` if we cannot create files there, else None."""
     probe = directory
@@ -75,8 +90,7 @@ class EdgeTransport:
         _edge()
         self.path = Path(path).expanduser()
         self.threads = threads
-        self.min_free = 1e6 * float(min_free_mb if min_free_mb is not None
-                                    else os.environ.get("CSR_ADAPTER_MIN_FREE_MB", 128))
+        self.min_free = 1e6 * (float(min_free_mb) if min_free_mb is not None else _env_min_free())
         self.where, self.label = str(self.path), f"collection {self.path}"
         self.missing = f"{self.path}: no collection here (ingest into it first, or check the path and collection name)"
         self._shard: Any = None

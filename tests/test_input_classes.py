@@ -44,3 +44,30 @@ def test_deep_json_in_a_corpus_skips_that_file_only(tmp_path):
     assert [d.text for d in corpus.documents] == ["a real document"]
     reasons = {s.path.rsplit("/", 1)[-1]: s.reason for s in corpus.skipped}
     assert "nested too deeply" in reasons["deep.json"] and "line 2" in reasons["deep.jsonl"]
+
+
+def test_min_free_env_is_checked_and_named(tmp_path, monkeypatch):
+    from csr_adapter.integrations.base import BackendError, CollectionMeta
+    from csr_adapter.integrations.qdrant_edge import EdgeBackend
+
+    for value in ("abc", "nan", "-1", "inf"):
+        monkeypatch.setenv("CSR_ADAPTER_MIN_FREE_MB", value)
+        try:
+            EdgeBackend(tmp_path / "c", meta=CollectionMeta("m", 16, 4))
+        except BackendError as exc:
+            assert str(exc).startswith("CSR_ADAPTER_MIN_FREE_MB=") and "\n" not in str(exc)
+        else:
+            raise AssertionError(f"{value!r} was taken")
+    assert not (tmp_path / "c").exists()  # refused before anything was written
+    monkeypatch.setenv("CSR_ADAPTER_MIN_FREE_MB", "1")
+    EdgeBackend(tmp_path / "c", meta=CollectionMeta("m", 16, 4)).close()
+
+
+def test_eval_qrels_with_a_non_integer_score(tmp_path):
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "a doc"}) + "\n", encoding="utf-8")
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "a query"}) + "\n", encoding="utf-8")
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\thigh\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["eval", "--data", str(tmp_path), "--no-dense"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "test.tsv:2: score 'high' is not an integer" in result.output.strip().splitlines()[-1]

@@ -53,8 +53,17 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
         raise CSRAdapterError(f"{path}: qrels file missing")
     qrels: dict[str, dict[str, int]] = {}
     with open(path, encoding="utf-8") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
+        reader = csv.DictReader(f, delimiter="\t")
+        missing = {"query-id", "corpus-id", "score"} - set(reader.fieldnames or [])
+        if missing:
+            raise CSRAdapterError(f"{path}: no {', '.join(sorted(missing))} column (header: query-id, corpus-id, "
+                                  "score)")
+        for n, row in enumerate(reader, 2):
+            try:
+                score = int(row["score"])
+            except (TypeError, ValueError):
+                raise CSRAdapterError(f"{path}:{n}: score {row['score']!r} is not an integer") from None
+            qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = score
     return qrels
 
 
