@@ -236,7 +236,7 @@ def test_client_collection_owns_its_model(corpus, tmp_path, monkeypatch, encoder
     assert (tmp_path / "home" / "models" / model_id / "config.json").is_file()
     fresh = open_collection("docs", client=client, device="cpu")  # a new handle finds the model by its id
     assert fresh.encoder.model_id == model_id and fresh.count() == report.points
-    hits = fresh.search("vitamin D", top_k=3)
+    hits = fresh.search("vitamin D", top_k=3, mode="codes")  # the codes path (fused is the default)
     assert 1 <= len(hits) <= 3 and all(h.served_by == "sparse" for h in hits)
     fit = fresh.fit_report(sample=50)
     assert fit["k"] == 8 and 0 <= fit["recon_nmse"] < 1 and 0 <= fit["dead_pct"] <= 100
@@ -343,7 +343,7 @@ def test_readapting_one_folder_keeps_and_recodes_the_other_folders_points(scifac
     reopened = Collection("c", path=store)
     assert reopened.encoder.model_id == report.adapt["model_id"] != encoder.model_id
     for i in (8, 11):  # B's documents are found by the new head's codes
-        hits = reopened.search(texts[i][:200], top_k=1, fallback=False)
+        hits = reopened.search(texts[i][:200], top_k=1, fallback=False, mode="codes")
         assert hits[0].payload["source"].endswith(f"d{i}.txt") and hits[0].served_by == "sparse"
 
 

@@ -56,7 +56,8 @@ def test_with_fallback_ingest_prune_and_search(docs, tmp_path):
     assert first["backend"]["meta"]["d"] is None  # the sparse collection itself stays sparse-only
     hits = json.loads(run("search", "qwerty zxcvb", "--path", store, "--k", "2", "--json", "--top-k", "5").output)
     assert len(hits) == 5 and "dense" in {h["served_by"] for h in hits}  # never empty
-    plain = json.loads(run("search", "qwerty zxcvb", "--path", store, "--k", "2", "--json", "--no-fallback").output)
+    plain = json.loads(run("search", "qwerty zxcvb", "--path", store, "--k", "2", "--json", "--no-fallback",
+                           "--mode", "codes").output)
     assert {h["served_by"] for h in plain} <= {"sparse"} and len(plain) < 5
     text = run("search", "qwerty zxcvb", "--path", store, "--k", "2", "--top-k", "5").output
     assert "(dense)" in text

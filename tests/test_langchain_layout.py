@@ -54,7 +54,7 @@ def test_langchain_qdrant_reads_the_collection_as_is(ingested):
     folder, client, report = ingested
     assert report["adapt"]["adapted"] and report["backend"]["meta"]["layout"] == "langchain"
     info = client.get_collection("docs")
-    assert set(info.config.params.sparse_vectors) == {"langchain-sparse"}
+    assert set(info.config.params.sparse_vectors) == {"langchain-sparse", "lexical"}  # + BM25 (issue 26)
     records, _ = client.scroll("docs", limit=100)
     note = next(r.payload for r in records if r.payload.get("doc_id") == "n1")
     assert note["page_content"].startswith("Vitamin D supplements") and "text" not in note and "meta" not in note
@@ -64,7 +64,7 @@ def test_langchain_qdrant_reads_the_collection_as_is(ingested):
     store = QdrantVectorStore(client, "docs", retrieval_mode=RetrievalMode.SPARSE,
                               sparse_embedding=CSRSparseEmbeddings.from_collection("docs", client=client))
     docs = store.similarity_search_with_score(QUERY, k=5)
-    hits = open_collection("docs", client=client).search(QUERY, top_k=5, fallback=False)
+    hits = open_collection("docs", client=client).search(QUERY, top_k=5, fallback=False, mode="codes")  # = SPARSE
     assert len(docs) == 5 and [d.metadata["_id"] for d, _ in docs] == [h.id for h in hits]
     assert [s for _, s in docs] == pytest.approx([h.score for h in hits], rel=1e-5)
     assert docs[0][0].page_content == hits[0].payload["text"] and "doc_id" in docs[0][0].metadata

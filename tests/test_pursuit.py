@@ -120,7 +120,7 @@ def test_search_serves_the_re_scored_order_from_a_real_embedded_collection(encod
     try:
         col.ingest(folder, adapt=False, progress=False)
         query = next(iter(scifact_slice["queries"].values()))
-        searcher = col.searcher(fallback=False)
+        searcher = col.searcher(fallback=False, mode="codes")  # the codes path (fused is the default)
         try:
             hits = searcher.search(query, top_k=5)
             codes, dense = searcher.encode([query])

@@ -46,7 +46,7 @@ def test_search_over_http_on_an_ingested_collection(encoder, store):
             body = httpx.post(url + "/search", json={"query": "vitamin D and fractures", "top_k": 2}).json()
             assert body["collection"] == "docs" and body["hits"]
             assert body["hits"][0]["payload"]["source"].endswith("vitamin.txt")
-            assert {h["served_by"] for h in body["hits"]} <= {"sparse", "dense", "rerank"}
+            assert {h["served_by"] for h in body["hits"]} <= {"sparse", "dense", "rerank", "fused"}
             three = httpx.post(url + "/search", json={"query": "sparse", "top_k": 3}).json()
             assert len(three["hits"]) == 3  # sparse short of top_k: the dense fallback fills
             sources = httpx.post(url + "/search", json={"query": "vectors", "top_k": 3,
