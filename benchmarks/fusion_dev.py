@@ -6,8 +6,10 @@
 In process, on the stores benchmarks/hybrid.py ingested (adapted head, lexical vector, dense vector): for every
 dev query the code list (optionally re-scored by the decoded codes over a deeper candidate list), the BM25 list
 (the stored lexical vector, engine IDF) and the dense list, each over chunks; documents ranked by their best chunk.
-Variants: the RRF constant, a weight on the BM25 list, the re-scoring depth of the code list; and the incumbent
-RRF(dense, BM25) for the same constants.
+Variants: the RRF constant, a weight on the BM25 list, the re-scoring depth of the code list, the lists' depth
+(100 unless said); and the incumbent RRF(dense, BM25) for the same constants. Shipped (csr_adapter.defaults):
+rrf_k 10, weight 1, no extra re-scoring (re-scoring 200 gained 0.007 but made fused search 4x slower,
+benchmarks/fused_speed.py), depth 30.
 """
 
 from __future__ import annotations
@@ -66,9 +68,9 @@ def main() -> None:
                 run[qid] = docs
             return retrieval_metrics(run, data.qrels)["ndcg@10"]
 
-        def rrf(a: list[str], b: list[str], k: int, w: float) -> list[str]:
+        def rrf(a: list[str], b: list[str], k: int, w: float, depth: int = 100) -> list[str]:
             scores: dict[str, float] = {}
-            for lst, weight in ((a[:100], 1.0), (b[:100], w)):
+            for lst, weight in ((a[:depth], 1.0), (b[:depth], w)):
                 for rank, i in enumerate(lst):
                     scores[i] = scores.get(i, 0.0) + weight / (k + rank)
             return sorted(scores, key=lambda i: -scores[i])
@@ -82,6 +84,10 @@ def main() -> None:
                         {q: rrf(codes[q], lists["lexical"][q], k, w) for q in qids})
             row[f"RRF(dense, BM25), rrf_k {k}"] = ndcg({q: rrf(lists["dense"][q], lists["lexical"][q], k, 1.0)
                                                         for q in qids})
+        for depth in (20, 30, 50):  # the lists' depth, for the shipped setting (rescore 0, rrf_k 10, weight 1)
+            codes = lists["codes rescore 0"]
+            row[f"codes(rescore 0) + BM25, rrf_k 10, BM25 weight 1.0, depth {depth}"] = ndcg(
+                {q: rrf(codes[q], lists["lexical"][q], 10, 1.0, depth) for q in qids})
         table[name] = row
         print(name, flush=True)
     sets = list(table)

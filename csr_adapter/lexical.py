@@ -2,7 +2,7 @@
 
 A document's vector holds, per distinct term, the BM25 term-frequency part
 ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl))`` (k1 1.5, b 0.75: bm25s's defaults, which scored above
-k1 1.2 on the development sets); a query's vector holds 1.0 per distinct term.
+k1 1.2 on the development sets); a query's vector holds each distinct term's count in the query.
 The engine applies IDF (Qdrant's ``Modifier.IDF``: ``ln(1 + (N - n + 0.5) / (n + 0.5))``) from the collection's
 own statistics at query time, so adding documents never re-weights stored ones, and the dot product of the
 two vectors is the document's BM25 score. ``avgdl`` is the average length of the chunks of the collection's
@@ -123,6 +123,7 @@ class BM25:
 
 
 def query_vector(text: str) -> SparseEmbedding:
-    """A query's lexical vector: 1.0 per distinct term (the engine's IDF weighs them), as FastEmbed's BM25 queries;
-    counting a repeated query term (bm25s, Lucene) scored no better fused on the development sets."""
-    return _vector(dict.fromkeys((term_id(w) for w in terms(text)), 1.0))
+    """A query's lexical vector: each distinct term weighted by how often the query says it (the engine's IDF
+    weighs them), as bm25s and Lucene score a repeated query term. FastEmbed's BM25 queries use 1.0 per term; that
+    scored 0.05 and 0.09 below bm25s on CACM and LISA, whose queries are long requests."""
+    return _vector({t: float(n) for t, n in Counter(term_id(w) for w in terms(text)).items()})

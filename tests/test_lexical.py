@@ -33,7 +33,7 @@ def test_term_ids_match_fastembed_bm25():
 
     assert term_id("cat") == abs(mmh3.hash("cat"))  # FastEmbed Qdrant/bm25: abs(mmh3.hash(stem))
     q = query_vector("cats cats CAT chase")
-    assert dict(zip(q.indices.tolist(), q.values.tolist())) == {term_id("cat"): 1.0, term_id("chase"): 1.0}
+    assert dict(zip(q.indices.tolist(), q.values.tolist())) == {term_id("cat"): 3.0, term_id("chase"): 1.0}
 
 
 def test_document_weights_are_bm25_term_frequency_part():
