@@ -228,3 +228,26 @@ def test_agrees_with_bm25s_on_real_text(scifact_slice):
             agree.append(len(set(ours[:10]) & set(docs[0].tolist())) / 10)
         shard.close()
     assert np.mean(agree) >= 0.9, agree
+
+
+def test_readapting_an_old_collection_adds_the_lexical_vector(tmp_path, encoder, scifact_slice):
+    """A collection made without the lexical vector searches by codes, says how to add it, and `ingest --adapt`
+    (rebuilt from cached vectors) adds it; the CLI words the hint as flags."""
+    from click.testing import CliRunner
+
+    from csr_adapter.cli import cli
+    from csr_adapter.training.adapt import AdaptConfig
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for doc_id, text in list(scifact_slice["docs"].items())[:12]:
+        (folder / f"{doc_id}.txt").write_text(text, encoding="utf-8")
+    store = tmp_path / "store"
+    col = open_collection("old", path=store, encoder=encoder, echo=lambda m: None)
+    col.ingest(folder, progress=False, lexical=False, adapt=False)
+    refused = CliRunner().invoke(cli, ["search", "x", "--path", str(store), "--collection", "old", "--mode", "fused"])
+    assert refused.exit_code == 1 and "--adapt or --recreate" in refused.output and "Traceback" not in refused.output
+    col.ingest(folder, progress=False, adapt=True, adapt_config=AdaptConfig(min_steps=5, max_steps=5))
+    assert col.meta().lexical is not None
+    hits = open_collection("old", path=store).search(list(scifact_slice["docs"].values())[3][:200], top_k=3)
+    assert hits and {h.served_by for h in hits} == {"fused"}

@@ -35,6 +35,7 @@ FLAG_WORDING = (
      "a new --collection with --adapt, or --recreate --adapt"),
     ("another collection", "another --collection"),
     ("adapt=False", "--no-adapt"),
+    ("adapt=True", "--adapt"),
     ("model=DIR", "--model DIR"),
     ("(url=URL)", "(--url URL)"),
     ("path=DIR", "--path DIR"),
@@ -45,7 +46,7 @@ FLAG_WORDING = (
 
 
 # ``backend='faiss'`` -> ``--backend faiss`` (options that take a word)
-_CHOICE = re.compile(r"\b(backend|budget|device|runtime|layout)='([\w:.-]+)'")
+_CHOICE = re.compile(r"\b(backend|budget|device|runtime|layout|mode)='([\w:.-]+)'")
 
 
 def flag_wording(message: str) -> str:

@@ -170,7 +170,7 @@ class Searcher:
         if mode in ("fused", "lexical") and "lexical" not in have:
             raise UnsupportedError(f"mode={mode!r}: this collection has no lexical vector (ingested before it "
                                    "existed, with lexical=False, or on an engine without one): re-ingest with "
-                                   "recreate=True to add it, or use mode='codes'")
+                                   "adapt=True or recreate=True to add it, or use mode='codes'")
         if mode == "hybrid" and "hybrid" not in have:
             raise UnsupportedError("mode='hybrid': the collection has no dense vectors: re-ingest with hybrid=True")
         if mode == "dense" and self.dense is None and "dense" not in have:
