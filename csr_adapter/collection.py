@@ -376,9 +376,11 @@ class Collection:
         from .integrations.fallback import open_fallback
         from .retrieval import Searcher
 
-        enc = self.encoder  # before opening: the embedded engine admits one open handle at a time
-        be = self.open_backend()
+        be = self.open_backend()  # once: the model comes from the metadata this handle read
         try:
+            if self._encoder is None:
+                self._encoder = self._model_for(be.meta)
+            enc = self._encoder
             self.check_model(enc, be.meta)
             k = check_k(be.meta.k if k is None else k, enc.h)
             if "sparse" not in be.capabilities:  # dense-only (--backend faiss): the backbone vector answers
