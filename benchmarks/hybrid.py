@@ -1,7 +1,7 @@
 """Fused codes + BM25 against BM25, dense and their fusion, through `ingest` + `search --queries` as a user runs them.
 
     python benchmarks/hybrid.py                              # six sets, test queries -> results/hybrid.{json,md}
-    python benchmarks/hybrid.py --split dev --sets scifact,adi,med,time --out hybrid_dev   # choose the fusion here
+    python benchmarks/hybrid.py --split dev --sets scifact,adi,med,time --out hybrid_dev  # then fusion_dev.py
 
 Per set: `csr-adapter ingest corpus.jsonl.gz --hybrid` into an embedded store kept under benchmarks/.cache/hybrid
 (adapted head, lexical vector, and the dense vector only so the dense rows can be served from the same chunks;
