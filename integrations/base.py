@@ -53,7 +53,6 @@ CAPABILITIES: dict[str, str] = {
     "hit_vectors": "search(query, top_k, filter, with_vectors=True) puts each hit's stored code on SearchHit.code",
     "batch": "search_batch(queries, top_k, filter) for many queries of the search() kind",
     "lexical": "lexical_search_batch(queries, top_k, filter) on the BM25 lexical vector (engine-side IDF)",
-    "fused": "fused_search(code, lexical, top_k, filter, rrf_k, depth) fuses codes and lexical with RRF in the engine",
 }
 
 
@@ -61,7 +60,7 @@ def sparse_capabilities(meta: CollectionMeta | None) -> frozenset[str]:
     """What a sparse engine (Qdrant, Milvus) offers for a collection built with ``meta``."""
     base = {"sparse", "filters", "scroll", "optimize", "retrieve", "batch"}
     if meta is not None and meta.lexical:
-        base |= {"lexical", "fused"}
+        base |= {"lexical"}
     return frozenset(base | ({"dense", "hybrid"} if meta is not None and meta.d else set()))
 
 

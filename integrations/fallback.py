@@ -47,7 +47,7 @@ class WithFallback:
         self.meta = sparse.meta
         have_sparse, have_dense = capabilities_of(sparse), capabilities_of(dense)
         self.capabilities = frozenset(
-            (have_sparse & {"sparse", "hybrid", "retrieve", "hit_vectors", "lexical", "fused"})
+            (have_sparse & {"sparse", "hybrid", "retrieve", "hit_vectors", "lexical"})
             | (have_dense & {"dense", "score_ids"})
             | (have_sparse & have_dense & {"filters"}) | {"scroll", "optimize"})
 
@@ -72,12 +72,6 @@ class WithFallback:
                              filter: dict[str, Any] | None = None, with_payload: bool = True) -> list[list[SearchHit]]:
         require_capability(self, "lexical", "lexical search")
         return self.sparse.lexical_search_batch(queries, top_k, filter, with_payload)
-
-    def fused_search(self, code: SparseEmbedding, lexical: SparseEmbedding, top_k: int = 10,
-                     filter: dict[str, Any] | None = None, rrf_k: int = DEFAULT_RRF_K,
-                     depth: int | None = None) -> list[SearchHit]:
-        require_capability(self, "fused", "fused search")
-        return self.sparse.fused_search(code, lexical, top_k, filter, rrf_k, depth)
 
     def score_ids(self, query: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
         require_capability(self, "score_ids", "scoring ids")

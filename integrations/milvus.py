@@ -173,7 +173,7 @@ class MilvusBackend(BackendBase):
         except BaseException:
             self.close()
             raise
-        self.capabilities = sparse_capabilities(self.meta) - {"lexical", "fused"}  # no engine-side IDF here
+        self.capabilities = sparse_capabilities(self.meta) - {"lexical"}  # no engine-side IDF here
 
     @property
     def _where(self) -> str:

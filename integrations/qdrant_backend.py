@@ -285,22 +285,6 @@ class QdrantBackend(BackendBase):
         results = iter(self.transport.query_batch(requests) if requests else [])
         return [to_hits(next(results), "lexical", True, self.layout) if len(r) else [] for r in rows]
 
-    def fused_search(
-        self, code: SparseEmbedding, lexical: SparseEmbedding, top_k: int = 10, filter: dict[str, Any] | None = None,
-        rrf_k: int = DEFAULT_RRF_K, depth: int | None = None,
-    ) -> list[SearchHit]:
-        """The codes' and the lexical vector's best ``depth`` candidates each, fused in the engine with Reciprocal
-        Rank Fusion (``1 / (rrf_k + rank)``, ranks from 0); an empty side is left out."""
-        require_capability(self, "fused", f"fused search in {self.transport.where}")
-        check_top_k(top_k)
-        flt, limit = self._filter(filter), depth or prefetch_limit(top_k)
-        prefetches = [self._nearest(code, limit, flt)] if len(code) else []
-        if len(lexical):
-            prefetches.append(Nearest(self.transport.sparse(*sorted_unique(lexical)), LEXICAL, limit, flt, MIN_SCORE))
-        if not prefetches:
-            return []
-        return to_hits(self.transport.fuse(prefetches, int(rrf_k), top_k), "fused", True, self.layout)
-
     def hybrid_search(
         self, sparse: SparseEmbedding, dense: np.ndarray, top_k: int = 10, filter: dict[str, Any] | None = None,
         rrf_k: int = DEFAULT_RRF_K,

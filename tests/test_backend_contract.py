@@ -237,9 +237,8 @@ def test_capabilities_match_behaviour(filled: Backend, data: dict[str, Any]) -> 
         "batch": lambda: [r[0].id for r in filled.search_batch(
             [code, data["codes"][7]] if "sparse" in caps else np.stack([vec, data["dense"][7]]), top_k=2)]
         == [ids[6], ids[7]],
-        # META has no lexical vector: no engine declares these here (test_one_searcher_over_every_engine does)
+        # META has no lexical vector: no engine declares it here (test_one_searcher_over_every_engine does)
         "lexical": lambda: filled.lexical_search_batch([query_vector("doc")], top_k=2),
-        "fused": lambda: filled.fused_search(code, query_vector("doc"), top_k=2),
     }
     assert set(checks) == set(CAPABILITIES)
     for cap, check in checks.items():

@@ -10,8 +10,8 @@ For one query (``top_k`` wanted) a :class:`Searcher`:
    - ``fused`` (the default where the collection has a lexical vector): codes and BM25 fused with Reciprocal
      Rank Fusion, ``1 / (rrf_k + rank)`` with ranks from 0 (``rrf_k`` 10), over the best ``fuse_depth`` (30) of
      each (the code list re-scored where the model re-scores, ``rescore_depth``). The engine returns both lists
-     (ids and scores only) and they are fused here, so Qdrant Edge, a Qdrant server and every build rank alike:
-     engine-side RRF (``fused_search``, which backends also offer) breaks ties its own way;
+     (ids and scores only) and they are fused here, so Qdrant Edge, a Qdrant server and every build rank alike
+     (Qdrant's own RRF breaks score ties its own way on each);
    - ``codes``: the CSR codes alone, with the fallback policy below;
    - ``lexical``: BM25 alone; ``dense``: the dense vector (a hybrid collection's or the FAISS fallback's);
    - ``hybrid``: codes and the dense vector fused with RRF in the engine (a ``--hybrid`` collection);
@@ -63,7 +63,7 @@ class Query:
     text: str | None = None
     vector: np.ndarray | None = None  # the backbone's vector (query prefix): re-scoring, the dense fallback
     code: SparseEmbedding | None = None  # the CSR code at the model's query width
-    lexical: SparseEmbedding | None = None  # BM25 query terms (1.0 each; the engine applies IDF)
+    lexical: SparseEmbedding | None = None  # BM25 query terms, weighted by count (the engine applies IDF)
     dense: np.ndarray | None = None  # the dense index's query when another model made it (default: ``vector``)
 
     @property
