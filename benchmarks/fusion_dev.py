@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--sets", default="adi,time,med,scifact")
     args = ap.parse_args()
     from csr_adapter import open_collection
+    from csr_adapter.fusion import rrf_scores
     from csr_adapter.training.beir import load_beir
     from csr_adapter.training.evaluate import retrieval_metrics
 
@@ -69,11 +70,8 @@ def main() -> None:
             return retrieval_metrics(run, data.qrels)["ndcg@10"]
 
         def rrf(a: list[str], b: list[str], k: int, w: float, depth: int = 100) -> list[str]:
-            scores: dict[str, float] = {}
-            for lst, weight in ((a[:depth], 1.0), (b[:depth], w)):
-                for rank, i in enumerate(lst):
-                    scores[i] = scores.get(i, 0.0) + weight / (k + rank)
-            return sorted(scores, key=lambda i: -scores[i])
+            scores = rrf_scores([a, b], k, weights=(1.0, w), depth=depth)
+            return sorted(scores, key=lambda item: -scores[item])
 
         row = {name: ndcg(lst) for name, lst in lists.items()}
         for k in (5, 10, 20, 30, 60):

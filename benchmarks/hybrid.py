@@ -66,14 +66,13 @@ def doc_run(hits_by_query: dict[str, list]) -> dict[str, dict[str, float]]:
 
 def fuse(lists: list[dict[str, list]], rrf_k: int, depth: int) -> dict[str, list]:
     """RRF of chunk lists (ranks from 0, as Qdrant), each cut to ``depth``; hits keep their payloads."""
+    from csr_adapter.fusion import rrf_scores
+
     out = {}
     for qid in lists[0]:
-        scores: dict[str, float] = {}
-        payload: dict[str, dict] = {}
-        for hits in (lst.get(qid, []) for lst in lists):
-            for rank, hit in enumerate(hits[:depth]):
-                scores[hit["id"]] = scores.get(hit["id"], 0.0) + 1.0 / (rrf_k + rank)
-                payload[hit["id"]] = hit["payload"]
+        ranked = [lst.get(qid, []) for lst in lists]
+        scores = rrf_scores([[hit["id"] for hit in hits] for hits in ranked], rrf_k, depth=depth)
+        payload = {hit["id"]: hit["payload"] for hits in ranked for hit in hits[:depth]}
         out[qid] = [{"id": i, "payload": payload[i]} for i in sorted(scores, key=lambda i: -scores[i])]
     return out
 

@@ -158,14 +158,9 @@ def bm25_scores(data: BeirData) -> np.ndarray:
 def fuse_runs(runs: Sequence[Run], rrf_k: int = 60, depth: int | None = None) -> Run:
     """Reciprocal Rank Fusion of runs as search fuses its lists: ``sum 1 / (rrf_k + rank)``, ranks from 0, each run
     cut to its best ``depth``."""
-    fused: Run = {}
-    for qid in runs[0]:
-        scores: dict[str, float] = {}
-        for run in runs:
-            for r, doc in enumerate(_ordered(run.get(qid, {}))[:depth]):
-                scores[doc] = scores.get(doc, 0.0) + 1.0 / (rrf_k + r)
-        fused[qid] = scores
-    return fused
+    from ..fusion import rrf_scores
+
+    return {qid: rrf_scores([_ordered(run.get(qid, {})) for run in runs], rrf_k, depth=depth) for qid in runs[0]}
 
 
 def evaluate_lexical(encoder, docs: np.ndarray, queries: np.ndarray, data: BeirData,

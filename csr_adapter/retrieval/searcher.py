@@ -39,6 +39,7 @@ import numpy as np
 
 from ..defaults import DEFAULT_RRF_K, FUSE_DEPTH, FUSE_RESCORE, FUSE_RRF_K
 from ..filters import check_filter, resolve_filter
+from ..fusion import rrf_scores
 from ..integrations.base import (
     Backend,
     SearchHit,
@@ -83,11 +84,10 @@ class Answer:
 def rrf(lists: Sequence[Sequence[SearchHit]], rrf_k: int = DEFAULT_RRF_K, label: str = "fused") -> list[SearchHit]:
     """Reciprocal Rank Fusion as Qdrant computes it: ``sum 1 / (rrf_k + rank)``, ranks from 0, best first; a hit
     keeps the first payload any list gave it."""
-    scores: dict[str, float] = {}
+    scores = rrf_scores([[h.id for h in hits] for hits in lists], rrf_k)
     first: dict[str, SearchHit] = {}
     for hits in lists:
-        for rank, hit in enumerate(hits):
-            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (rrf_k + rank)
+        for hit in hits:
             if hit.id not in first or (not first[hit.id].payload and hit.payload):
                 first[hit.id] = hit
     order = sorted(scores, key=lambda i: -scores[i])
