@@ -282,16 +282,24 @@ class Searcher:
             hits = rrf([tie_order(hits)[:depth] for hits in lists], self.rrf_k or FUSE_RRF_K)[:top_k]
             self._read_payloads(hits)
         except Exception as exc:
-            if self.dense is None or isinstance(exc, (TypeError, ValueError)):
+            if isinstance(exc, ValueError):  # the caller's input (a filter the engine refused), not an outage
                 raise
-            self._warn_once("sparse_error", f"sparse backend failed ({type(exc).__name__}: {exc}); "
-                            "serving from the dense fallback index")
-            return Answer(self._dense(q.dense_query, top_k, filter), "sparse_error")
+            return self._sparse_failed(exc, q.dense_query, top_k, filter)
         if len(hits) >= top_k or self.dense is None:
             return Answer(hits, "fused", len(hits))
         seen = {h.id for h in hits}
         fill = [h for h in self._dense(q.dense_query, top_k + len(hits), filter) if h.id not in seen]
         return Answer(hits + fill[: top_k - len(hits)], "few_hits", len(hits))
+
+    def _sparse_failed(self, exc: Exception, dense: np.ndarray | None, top_k: int,
+                       filter: dict[str, Any] | None) -> Answer:
+        """An unreachable server, lost collection or closed shard: serve the dense fallback and say so once (re-raise
+        without one, or for a ``TypeError``, a bug rather than an outage)."""
+        if self.dense is None or isinstance(exc, TypeError):
+            raise exc
+        self._warn_once("sparse_error", f"sparse backend failed ({type(exc).__name__}: {exc}); "
+                        "serving from the dense fallback index")
+        return Answer(self._dense(dense, top_k, filter), "sparse_error")
 
     def _read_payloads(self, hits: list[SearchHit]) -> None:
         """Payloads for hits that came without them (one read by id)."""
@@ -324,12 +332,10 @@ class Searcher:
                                          filter=filter)
             else:
                 raw = self.sparse.search(code, top_k=max(top_k, depth), filter=filter, with_payload=False)
-        except Exception as exc:  # unreachable server, lost collection, closed shard: serve dense, say so once
-            if self.dense is None or isinstance(exc, TypeError) or not fill:
+        except Exception as exc:
+            if not fill:
                 raise
-            self._warn_once("sparse_error", f"sparse backend failed ({type(exc).__name__}: {exc}); "
-                            "serving from the dense fallback index")
-            return Answer(self._dense(dense, top_k, filter), "sparse_error")
+            return self._sparse_failed(exc, dense, top_k, filter)
         hits = [h for h in raw if h.score > 0]
         positive = len(hits)
         for h in hits:
@@ -391,11 +397,8 @@ class Searcher:
             h.score, h.code = float(score), None
         known.sort(key=lambda h: -h.score)
         kept = (known + [h for h in hits if h.id not in codes])[:top_k]
-        need = [h.id for h in kept if h.id not in stored] if read_payloads else []
-        if need:
-            payloads = {p.id: p.payload for p in self.sparse.retrieve(need, with_vectors=False)}
-            for h in kept:
-                h.payload = payloads.get(h.id, h.payload)
+        if read_payloads:
+            self._read_payloads(kept)
         return kept
 
     def _rescore(self, hits: list[SearchHit], dense: np.ndarray, label: str) -> tuple[list[SearchHit], set[str]]:
