@@ -275,7 +275,7 @@ class Collection:
                 report = ingest_corpus(enc, be, corpus, k=k, batch_size=batch_size,
                                        hybrid=hybrid or be.needs_dense, prune=prune,
                                        chunker=chunker, progress=progress, budget=budget, k_min=k_min,
-                                       k_max=k_max, dense_store=store, work=work, lexical=meta.bm25())
+                                       k_max=k_max, dense_store=store, work=work)
         finally:
             be.close()
         self._encoder = enc

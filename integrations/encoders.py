@@ -39,7 +39,8 @@ def collection_encoder(collection: str = "csr", *, path: str | None = None, url:
 
 
 class RecentVectors:
-    """The backbone vectors of the texts embedded last, per backbone and prefix (an LRU of ``size`` texts).
+    """The backbone vectors of the texts embedded last, per :func:`~csr_adapter.cache.vector_key` (an LRU of
+    ``size`` texts).
 
     A HYBRID vector store (langchain-qdrant, LlamaIndex) asks the dense and the sparse embedding for the same texts
     one after the other; whichever asks second gets the vectors without running the backbone again."""
@@ -53,7 +54,9 @@ class RecentVectors:
     def encode(self, encoder, texts: list[str], prefix: str = "", batch_size: int = 32):
         import numpy as np
 
-        key = (id(encoder.backbone), prefix)
+        from ..cache import vector_key
+
+        key = vector_key(encoder, prefix)  # what fixes a text's vector (an id() could be reused by another backbone)
         with self._lock:
             found = {i: self._rows[(key, t)] for i, t in enumerate(texts) if (key, t) in self._rows}
             for i in found:
