@@ -106,6 +106,19 @@ def path_candidates(value: str, root: str | None = None) -> list[str]:
     return out
 
 
+def public_path(path: str, root: str, file: str | None = None) -> str:
+    """A stored ``source``/``file`` without its absolute path: relative to ``root``, or just the file name outside it
+    (what ``/search`` and LLM prompts show). ``file`` is the point's file, the prefix of a record's ``file#id``
+    source."""
+    base = file if file and path.startswith(file) else path
+    if not os.path.isabs(base):
+        return path
+    rel = os.path.relpath(base, root)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        rel = os.path.basename(base)
+    return rel.replace(os.sep, "/") + path[len(base):]
+
+
 def with_absolute_paths(flt: dict[str, Any] | None, root: str | None = None) -> dict[str, Any] | None:
     """``flt`` where each relative ``source``/``file`` value also matches its absolute spellings."""
     if not flt:

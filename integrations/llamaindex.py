@@ -27,7 +27,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa
 from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilters  # noqa: E402
 from pydantic import PrivateAttr  # noqa: E402
 
-from ..filters import FilterError, check_filter  # noqa: E402
+from ..filters import FilterError, check_filter, public_path  # noqa: E402
 from ..retrieval import Searcher  # noqa: E402
 from ..sparse import SparseEmbeddings  # noqa: E402
 from .base import SearchHit  # noqa: E402
@@ -154,15 +154,6 @@ def to_filter(filters: MetadataFilters | dict[str, Any] | None) -> dict[str, Any
 INTERNAL = ["source", "file", "content_hash", "chunk", "n_chunks", "served_by"]  # in metadata, never in a prompt
 
 
-def _shown(path: str) -> str:
-    """A stored absolute path as the LLM may see it: relative to the working directory, else its file name."""
-    if not isinstance(path, str) or not os.path.isabs(path.split("#", 1)[0]):
-        return path
-    base, sep, rest = path.partition("#")
-    rel = os.path.relpath(base)
-    return (os.path.basename(base) if rel.startswith("..") else rel) + sep + rest
-
-
 def hit_to_node(hit: SearchHit, text_key: str = "text") -> NodeWithScore:
     """A ``TextNode`` whose metadata is the payload (minus the text) plus ``served_by``, with the hit's score. What an
     LLM prompt shows of it is the text, ``file_name`` (the source relative to the working directory, as LlamaIndex's
@@ -171,7 +162,8 @@ def hit_to_node(hit: SearchHit, text_key: str = "text") -> NodeWithScore:
     payload = dict(hit.payload)
     text = payload.pop(text_key, "")
     if isinstance(payload.get("source"), str):
-        payload.setdefault("file_name", _shown(payload["source"]))
+        file = payload.get("file") if isinstance(payload.get("file"), str) else None
+        payload.setdefault("file_name", public_path(payload["source"], os.getcwd(), file))
     node = TextNode(id_=hit.id, text=str(text), metadata={**payload, "served_by": hit.served_by},
                     excluded_embed_metadata_keys=list(INTERNAL), excluded_llm_metadata_keys=list(INTERNAL))
     return NodeWithScore(node=node, score=hit.score)

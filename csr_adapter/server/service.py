@@ -11,7 +11,7 @@ from typing import Any
 from .. import __version__
 from ..defaults import check_k
 from ..errors import CSRAdapterError
-from ..filters import with_absolute_paths
+from ..filters import public_path, with_absolute_paths
 from ..retrieval import Query
 from ..text import blank
 from .batching import BatchTimeout, Overloaded, Unavailable
@@ -157,13 +157,7 @@ class Service:
         """A stored ``source``/``file`` without the server's absolute path: relative to ``source_root``
         (``ServeConfig.source_root``, default the working directory), or just the file name outside it.
         ``file`` is the point's file, the prefix of a record's ``file#id`` source."""
-        base = file if file and path.startswith(file) else path
-        if not os.path.isabs(base):
-            return path
-        rel = os.path.relpath(base, self.source_root)
-        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
-            rel = os.path.basename(base)
-        return rel.replace(os.sep, "/") + path[len(base):]
+        return public_path(path, self.source_root, file)
 
     def public_hit(self, hit: dict[str, Any]) -> dict[str, Any]:
         payload = hit.get("payload")
