@@ -21,7 +21,9 @@ require("haystack", "haystack")
 from haystack import Document, component, default_from_dict, default_to_dict  # noqa: E402
 from haystack.dataclasses import SparseEmbedding  # noqa: E402
 
+from ..filters import check_filter  # noqa: E402
 from ..sparse import SparseEmbedding as CSRCode  # noqa: E402
+from .base import check_top_k  # noqa: E402
 from .encoders import load_encoder  # noqa: E402
 
 
@@ -130,9 +132,6 @@ class CSRRetriever:
     """
 
     def __init__(self, searcher, *, top_k: int = 10, filters: dict[str, Any] | None = None) -> None:
-        from ..filters import check_filter
-        from .base import check_top_k
-
         self.searcher, self.top_k, self.filters = searcher, check_top_k(top_k), check_filter(filters)
 
     @classmethod
