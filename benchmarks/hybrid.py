@@ -96,7 +96,6 @@ def vector_bytes(store: Path) -> dict[str, float]:
     """Mean stored entries per chunk of each vector, as bytes at 8 per sparse entry (u32 index + f32 value) and 4
     per dense float (the engine's own index overhead not included)."""
     from csr_adapter import open_collection
-    from csr_adapter.lexical import BM25
 
     col = open_collection("c", path=store)
     be = col.open_backend()
@@ -105,7 +104,7 @@ def vector_bytes(store: Path) -> dict[str, float]:
         texts = [str(p.get("text", "")) for _, p in be.scroll(["text"])]
     finally:
         be.close()
-    bm25 = BM25.from_dict(meta.lexical)
+    bm25 = meta.bm25()
     lexical = sum(len(bm25.document(t)) for t in texts) / max(1, len(texts))
     return {"codes": 8.0 * meta.k, "lexical": 8.0 * lexical, "dense": 4.0 * (meta.d or 384), "chunks": len(texts)}
 
